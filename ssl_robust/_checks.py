@@ -1,0 +1,265 @@
+"""Input validation: the one place where ssl_robust checks what users pass in.
+
+Every error raised here subclasses :class:`ValueError` or :class:`TypeError` (so ``except
+ValueError`` keeps working) and says what was expected, what came, and, for the classic mistakes,
+a hint. Checks are raised once, at the public entry point.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "SSLRobustTypeError",
+    "SSLRobustValueError",
+    "check_budget",
+    "check_choice",
+    "check_finite_images",
+    "check_generator",
+    "check_images",
+    "check_int",
+    "check_labels",
+    "check_no_unknown",
+    "check_positive_float",
+]
+
+
+class SSLRobustValueError(ValueError):
+    """A value has the right type but an invalid content (range, shape, option)."""
+
+
+class SSLRobustTypeError(TypeError):
+    """A value has the wrong type (or dtype)."""
+
+
+# Names used by other attack libraries, mapped to ours, for the "unknown keyword" hint.
+_ALIASES: dict[str, str] = {
+    "alpha": "step_size",
+    "epsilon": "eps",
+    "nb_iter": "steps",
+    "num_steps": "steps",
+    "iters": "steps",
+    "n_iter": "steps",
+    "max_iter": "steps",
+    "rand_init": "random_start",
+    "random_init": "random_start",
+    "eps_step": "step_size",
+    "eps_iter": "step_size",
+    "rel_stepsize": "step_size",
+    "abs_stepsize": "step_size",
+    "seed": "generator",
+}
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return repr(value)
+
+
+def check_no_unknown(
+    unknown: Mapping[str, Any], allowed: Iterable[str], *, where: str
+) -> None:
+    """Reject unknown keyword arguments with the list of valid ones and a hint for aliases.
+
+    Raises:
+        SSLRobustTypeError: if ``unknown`` is not empty.
+    """
+    if not unknown:
+        return
+    allowed = sorted(allowed)
+    name = sorted(unknown)[0]
+    hint = ""
+    if name in _ALIASES and _ALIASES[name] in allowed:
+        hint = f" — did you mean {_ALIASES[name]}=? ({name} is another library's name for it)"
+    else:
+        close = difflib.get_close_matches(name, allowed, n=1)
+        if close:
+            hint = f" — did you mean {close[0]}=?"
+    raise SSLRobustTypeError(
+        f"{where} got an unexpected keyword argument {name!r}{hint}; "
+        f"expected one of: {', '.join(allowed)}"
+    )
+
+
+def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
+    """Check that ``value`` is one of the allowed string ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise SSLRobustValueError(
+            f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {_fmt(value)}"
+        )
+    return value
+
+
+def check_int(name: str, value: object, *, minimum: int = 0) -> int:
+    """Check an integer option (bools are refused) with a lower bound."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SSLRobustTypeError(
+            f"{name} must be an int >= {minimum}; got {type(value).__name__} {_fmt(value)}"
+        )
+    if value < minimum:
+        raise SSLRobustValueError(f"{name} must be >= {minimum}; got {value}")
+    return value
+
+
+def check_positive_float(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """Check a finite float option that is > 0 (or >= 0 with ``allow_zero``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SSLRobustTypeError(
+            f"{name} must be a float; got {type(value).__name__} {_fmt(value)}"
+        )
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise SSLRobustValueError(f"{name} must be a finite float {bound}; got {_fmt(value)}")
+    return value
+
+
+def check_budget(name: str, value: object, *, norm: str, allow_zero: bool = True) -> float:
+    """Check an attack budget (eps or step size), which lives on the [0, 1] image scale.
+
+    An Linf budget above 1 is always a mistake (the whole image range is 1): most often eps was
+    given on the 0–255 scale, so the error suggests the fraction.
+    """
+    value = check_positive_float(name, value, allow_zero=allow_zero)
+    if norm == "linf" and value > 1.0:
+        raise SSLRobustValueError(
+            f"{name} must be on the [0, 1] image scale for norm='linf' (at most 1); got "
+            f"{_fmt(value)} — did you mean {_fmt(value)}/255 = {value / 255:.6g}?"
+        )
+    return value
+
+
+def check_generator(generator: object) -> torch.Generator | None:
+    """Check that ``generator`` is a :class:`torch.Generator` or None."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        hint = " — pass torch.Generator().manual_seed(seed) instead of a seed" if isinstance(
+            generator, int
+        ) else ""
+        raise SSLRobustTypeError(
+            f"generator must be a torch.Generator or None; got {type(generator).__name__}{hint}"
+        )
+    return generator
+
+
+def check_images(images: object, *, name: str = "images", channels: int | None = None) -> Tensor:
+    """Check an image batch: a float tensor of shape (B, C, H, W) with values in [0, 1].
+
+    A tolerance of a few units in the last place is allowed at both ends so that ``x + delta``
+    computed in floating point passes. NaN is refused.
+    """
+    check_image_tensor(images, name=name, channels=channels)
+    assert isinstance(images, Tensor)
+    check_finite_images(images, name=name)
+    return images
+
+
+def check_image_tensor(images: object, *, name: str = "images", channels: int | None = None) -> Tensor:
+    """Check type, dtype and shape of an image batch, without looking at its values (no sync)."""
+    if not isinstance(images, Tensor):
+        raise SSLRobustTypeError(
+            f"{name} must be a torch.Tensor of shape (B, C, H, W); got {type(images).__name__}"
+        )
+    if not images.is_floating_point():
+        hint = (
+            " — convert uint8 images with images.float() / 255"
+            if images.dtype == torch.uint8
+            else ""
+        )
+        raise SSLRobustTypeError(
+            f"{name} must be a floating-point tensor with values in [0, 1]; got dtype "
+            f"{images.dtype}{hint}"
+        )
+    if images.ndim != 4:
+        hint = " — add a batch dimension with images.unsqueeze(0)" if images.ndim == 3 else ""
+        raise SSLRobustValueError(
+            f"{name} must have 4 dimensions (B, C, H, W); got {images.ndim} dimensions with "
+            f"shape {tuple(images.shape)}{hint}"
+        )
+    if channels is not None and images.shape[1] != channels:
+        hint = (
+            " — channels-last input? use images.permute(0, 3, 1, 2)"
+            if images.shape[-1] == channels
+            else ""
+        )
+        raise SSLRobustValueError(
+            f"{name} must have {channels} channels (B, {channels}, H, W); got shape "
+            f"{tuple(images.shape)}{hint}"
+        )
+    return images
+
+
+def check_finite_images(images: Tensor, *, name: str = "images") -> None:
+    """Check that the values of an image batch are finite and lie in [0, 1] (one host sync)."""
+    if images.numel() == 0:
+        return
+    lo, hi = torch.aminmax(images.detach())
+    lo_v, hi_v = float(lo), float(hi)
+    if math.isnan(lo_v) or math.isnan(hi_v):
+        raise SSLRobustValueError(f"{name} contain NaN; expected finite values in [0, 1]")
+    tol = 4 * torch.finfo(images.dtype).eps
+    if lo_v < -tol or hi_v > 1 + tol:
+        if lo_v < 0:
+            hint = (
+                " — did you pass normalized images? Normalization belongs to the Encoder, "
+                "pass images in [0, 1]"
+            )
+        elif hi_v > 1.5:
+            hint = " — did you pass 0–255 images? divide by 255"
+        else:
+            hint = ""
+        raise SSLRobustValueError(
+            f"{name} must be in [0, 1]; got min={lo_v:.4g} max={hi_v:.4g}{hint}"
+        )
+
+
+def check_labels(
+    labels: object,
+    *,
+    batch: int,
+    num_classes: int | None = None,
+    name: str = "labels",
+    device: torch.device | None = None,
+) -> Tensor:
+    """Check class labels: an integer tensor of shape (B,) with values in [0, num_classes).
+
+    Returns:
+        The labels as int64 on ``device`` (when given).
+    """
+    if not isinstance(labels, Tensor):
+        raise SSLRobustTypeError(
+            f"{name} must be a torch.Tensor of shape ({batch},) with integer class indices; "
+            f"got {type(labels).__name__}"
+        )
+    if labels.is_floating_point() or labels.dtype == torch.bool or labels.is_complex():
+        raise SSLRobustTypeError(
+            f"{name} must hold integer class indices (int64); got dtype {labels.dtype}"
+            + (" — one-hot or probabilities? pass labels.argmax(1)" if labels.ndim == 2 else "")
+        )
+    if labels.ndim != 1 or labels.shape[0] != batch:
+        raise SSLRobustValueError(
+            f"{name} must have shape ({batch},) to match the batch of images; got shape "
+            f"{tuple(labels.shape)}"
+        )
+    if num_classes is not None:
+        check_label_range(labels, num_classes, name=name)
+    labels = labels.long()
+    return labels if device is None else labels.to(device)
+
+
+def check_label_range(labels: Tensor, num_classes: int, *, name: str = "labels") -> None:
+    """Check that every label lies in [0, num_classes) (one host sync)."""
+    if labels.numel() == 0:
+        return
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= num_classes:
+        raise SSLRobustValueError(
+            f"{name} must be in [0, {num_classes - 1}] for a model with {num_classes} classes; "
+            f"got min={lo} max={hi}"
+        )

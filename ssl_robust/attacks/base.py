@@ -1,0 +1,229 @@
+"""The :class:`Attack` base: settings, checks and state safety around the shared PGD core."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from typing_extensions import TypedDict
+
+from .. import _checks
+from ..encoders.base import EncoderOutput
+from .core import NORMS, AttackResult, pgd
+
+__all__ = ["Attack", "AttackOptions", "preserved_state"]
+
+
+class AttackOptions(TypedDict, total=False):
+    """The keyword options every attack accepts (for ``**kwargs: Unpack[AttackOptions]``)."""
+
+    eps: float
+    step_size: float
+    steps: int
+    norm: Literal["linf", "l2"]
+    random_start: bool
+    early_stop: bool
+    select: Literal["best", "last"]
+    generator: torch.Generator | None
+    eval_mode: bool
+
+
+@contextmanager
+def preserved_state(model: object, *, eval_mode: bool, device: torch.device) -> Iterator[None]:
+    """Run a block with ``model`` frozen for an attack and restore everything afterwards.
+
+    Inside: every module in eval mode (when ``eval_mode``), every parameter with
+    ``requires_grad=False`` (so the graph only reaches the perturbation). Afterwards, also when
+    the block raises: the train/eval flag of every module, the ``requires_grad`` flag of every
+    parameter, the buffers (when the model ran in train mode, e.g. BatchNorm statistics) and
+    the global RNG state (CPU and ``device``) are exactly as before. Parameter ``.grad`` is
+    never written.
+    """
+    modules = list(model.modules()) if isinstance(model, nn.Module) else []
+    modes = [m.training for m in modules]
+    params = list(model.parameters()) if isinstance(model, nn.Module) else []
+    flags = [p.requires_grad for p in params]
+    buffers: list[tuple[Tensor, Tensor]] = []
+    if isinstance(model, nn.Module) and not eval_mode:
+        buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    try:
+        if eval_mode:
+            for m in modules:
+                m.training = False
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.training = mode
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng, device)
+
+
+def _select(target: Any, idx: Tensor, batch: int) -> Any:
+    """The rows ``idx`` of a per-sample target (tensor, EncoderOutput, tuple or None)."""
+    if target is None or idx.numel() == batch:
+        return target
+    if isinstance(target, (Tensor, EncoderOutput)):
+        return target[idx]
+    if isinstance(target, tuple):
+        return tuple(_select(t, idx, batch) for t in target)
+    return target
+
+
+def _options_of(cls: type) -> set[str]:
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.kind is inspect.Parameter.KEYWORD_ONLY:
+                names.add(p.name)
+    return names | set(AttackOptions.__annotations__)
+
+
+class Attack:
+    """Base class of the attacks: a per-sample ``loss`` plugged into the shared PGD core.
+
+    Subclasses define :meth:`loss` and, where the attack has them, :meth:`success` (per-sample
+    success criterion, enables ``early_stop`` and success-first best-iterate selection),
+    :meth:`score` (what ``select="best"`` maximizes, the loss by default) and
+    :meth:`prepare_target` (checks and precomputation of the target). ``__call__`` and
+    :meth:`run` are never overridden: they check the inputs, freeze the model (eval mode,
+    ``requires_grad=False``), run :func:`~ssl_robust.attacks.core.pgd` and restore the model.
+
+    The model is held by reference, not as a submodule, and no state survives between calls.
+
+    Args:
+        model: the network under attack (an ``nn.Module`` or any callable).
+        eps: radius of the threat model on the [0, 1] image scale (8/255, not 8).
+        step_size: step length on the [0, 1] scale.
+        steps: number of gradient steps.
+        norm: threat model, ``"linf"`` or ``"l2"``.
+        random_start: start from a uniform draw in the eps-ball.
+        early_stop: stop updating samples that already succeeded (attacks with a success
+            criterion); same result under ``select="best"``, less work.
+        select: ``"best"`` (first successful or highest-loss iterate per sample) or ``"last"``.
+        generator: random source of the start; the global RNG is never used.
+        eval_mode: run the model in eval mode during the attack (its modes are restored after).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | Callable[[Tensor], Any],
+        *,
+        eps: float = 8 / 255,
+        step_size: float = 2 / 255,
+        steps: int = 20,
+        norm: Literal["linf", "l2"] = "linf",
+        random_start: bool = True,
+        early_stop: bool = False,
+        select: Literal["best", "last"] = "best",
+        generator: torch.Generator | None = None,
+        eval_mode: bool = True,
+        **unknown: Any,
+    ) -> None:
+        _checks.check_no_unknown(unknown, _options_of(type(self)), where=type(self).__name__)
+        if not callable(model):
+            raise _checks.SSLRobustTypeError(
+                f"model must be an nn.Module or a callable; got {type(model).__name__}"
+            )
+        self.model = model
+        self.norm = _checks.check_choice("norm", norm, tuple(NORMS))
+        self.eps = _checks.check_budget("eps", eps, norm=self.norm)
+        self.step_size = _checks.check_budget("step_size", step_size, norm=self.norm)
+        self.steps = _checks.check_int("steps", steps, minimum=0)
+        self.select = _checks.check_choice("select", select, ("best", "last"))
+        self.random_start = bool(random_start)
+        self.early_stop = bool(early_stop)
+        self.generator = _checks.check_generator(generator)
+        self.eval_mode = bool(eval_mode)
+
+    # ----------------------------------------------------------------- subclass hooks
+    def loss(self, output: Any, target: Any, step: int) -> Tensor:
+        """Per-sample loss (B,) to maximize, from the model output on the active samples."""
+        raise NotImplementedError
+
+    def success(self, output: Any, target: Any) -> Tensor | None:
+        """Per-sample success (B,) bool, or None when the attack has no such criterion."""
+        return None
+
+    def score(self, output: Any, target: Any) -> Tensor | None:
+        """What ``select="best"`` maximizes per sample; None means the loss."""
+        return None
+
+    def prepare_target(self, images: Tensor, target: Any) -> Any:
+        """Check (and precompute) the target once per call; runs with the model frozen."""
+        return target
+
+    def check_output(self, output: Any, target: Any) -> None:
+        """Check the model output against the target once per call (first forward)."""
+
+    # ----------------------------------------------------------------- public entry points
+    def run(self, images: Tensor, target: Any = None) -> AttackResult:
+        """Attack ``images`` and return the :class:`AttackResult`.
+
+        Args:
+            images: (B, C, H, W) floating-point images in [0, 1]. Not modified.
+            target: what the attack needs (labels, masks, depth, clean embeddings), see the
+                subclass.
+        """
+        _checks.check_image_tensor(images)
+        device = images.device
+        batch = images.shape[0]
+        with preserved_state(self.model, eval_mode=self.eval_mode, device=device):
+            target = self.prepare_target(images, target)
+            checked = False
+
+            def loss_fn(
+                x: Tensor, idx: Tensor, step: int
+            ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+                nonlocal checked
+                output = self.model(x)
+                tgt = _select(target, idx, batch)
+                if not checked:
+                    self.check_output(output, tgt)
+                    checked = True
+                return self.loss(output, tgt, step), self.success(output, tgt), self.score(
+                    output, tgt
+                )
+
+            return pgd(
+                loss_fn,
+                images,
+                eps=self.eps,
+                step_size=self.step_size,
+                steps=self.steps,
+                norm=self.norm,  # type: ignore[arg-type]
+                random_start=self.random_start,
+                early_stop=self.early_stop,
+                select=self.select,  # type: ignore[arg-type]
+                generator=self.generator,
+            )
+
+    def __call__(self, images: Tensor, target: Any = None) -> Tensor:
+        """Attack ``images``; returns the adversarial images (same shape, dtype, device)."""
+        return self.run(images, target).adversarial
+
+    def extra_repr(self) -> str:
+        return (
+            f"eps={self.eps:.4g}, step_size={self.step_size:.4g}, steps={self.steps}, "
+            f"norm={self.norm!r}, random_start={self.random_start}, "
+            f"early_stop={self.early_stop}, select={self.select!r}"
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
