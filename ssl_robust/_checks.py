@@ -63,9 +63,7 @@ def _fmt(value: object) -> str:
     return repr(value)
 
 
-def check_no_unknown(
-    unknown: Mapping[str, Any], allowed: Iterable[str], *, where: str
-) -> None:
+def check_no_unknown(unknown: Mapping[str, Any], allowed: Iterable[str], *, where: str) -> None:
     """Reject unknown keyword arguments with the list of valid ones and a hint for aliases.
 
     Raises:
@@ -139,9 +137,11 @@ def check_budget(name: str, value: object, *, norm: str, allow_zero: bool = True
 def check_generator(generator: object) -> torch.Generator | None:
     """Check that ``generator`` is a :class:`torch.Generator` or None."""
     if generator is not None and not isinstance(generator, torch.Generator):
-        hint = " — pass torch.Generator().manual_seed(seed) instead of a seed" if isinstance(
-            generator, int
-        ) else ""
+        hint = (
+            " — pass torch.Generator().manual_seed(seed) instead of a seed"
+            if isinstance(generator, int)
+            else ""
+        )
         raise SSLRobustTypeError(
             f"generator must be a torch.Generator or None; got {type(generator).__name__}{hint}"
         )
@@ -160,7 +160,9 @@ def check_images(images: object, *, name: str = "images", channels: int | None =
     return images
 
 
-def check_image_tensor(images: object, *, name: str = "images", channels: int | None = None) -> Tensor:
+def check_image_tensor(
+    images: object, *, name: str = "images", channels: int | None = None
+) -> Tensor:
     """Check type, dtype and shape of an image batch, without looking at its values (no sync)."""
     if not isinstance(images, Tensor):
         raise SSLRobustTypeError(

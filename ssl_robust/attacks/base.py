@@ -60,9 +60,9 @@ def preserved_state(model: object, *, eval_mode: bool, device: torch.device) -> 
             p.requires_grad_(False)
         yield
     finally:
-        for m, mode in zip(modules, modes):
+        for m, mode in zip(modules, modes, strict=True):
             m.training = mode
-        for p, flag in zip(params, flags):
+        for p, flag in zip(params, flags, strict=True):
             p.requires_grad_(flag)
         with torch.no_grad():
             for b, saved in buffers:
@@ -197,8 +197,10 @@ class Attack:
                 if not checked:
                     self.check_output(output, tgt)
                     checked = True
-                return self.loss(output, tgt, step), self.success(output, tgt), self.score(
-                    output, tgt
+                return (
+                    self.loss(output, tgt, step),
+                    self.success(output, tgt),
+                    self.score(output, tgt),
                 )
 
             return pgd(

@@ -71,8 +71,8 @@ class PGD(Attack):
         if target is None:
             raise _checks.SSLRobustTypeError(
                 "PGD needs labels: call attack(images, labels) with labels of shape "
-                f"({images.shape[0]},)" + (" (the target classes, since targeted=True)"
-                                            if self.targeted else "")
+                f"({images.shape[0]},)"
+                + (" (the target classes, since targeted=True)" if self.targeted else "")
             )
         return _checks.check_labels(target, batch=images.shape[0], device=images.device)
 

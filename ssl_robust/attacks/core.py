@@ -16,7 +16,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -34,7 +34,7 @@ Select = Literal["best", "last"]
 #: the loss when omitted or None).
 LossFn = Callable[
     [Tensor, Tensor, int],
-    Union[tuple[Tensor, Union[Tensor, None]], tuple[Tensor, Union[Tensor, None], Union[Tensor, None]]],
+    tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, Tensor | None],
 ]
 
 
@@ -69,9 +69,7 @@ class Norm(ABC):
     name: str
 
     @abstractmethod
-    def random_init(
-        self, like: Tensor, eps: float, generator: torch.Generator | None
-    ) -> Tensor:
+    def random_init(self, like: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
         """Draw a perturbation uniformly from the eps-ball, shaped like ``like``."""
 
     @abstractmethod
@@ -94,14 +92,17 @@ def _rand(
     if generator is None:
         generator = torch.Generator(device=device)
         generator.seed()  # non-deterministic seed; the global RNG is not touched
-    draw = torch.rand if kind == "uniform" else torch.randn
-    out = draw(like.shape, generator=generator, device=device, dtype=torch.float32)
+    if kind == "uniform":
+        out = torch.rand(like.shape, generator=generator, device=device, dtype=torch.float32)
+    else:
+        out = torch.randn(like.shape, generator=generator, device=device, dtype=torch.float32)
     return out.to(device=like.device, dtype=like.dtype)
 
 
 def _per_sample_norm(t: Tensor) -> Tensor:
     """L2 norm of each sample, shaped (B, 1, ..., 1) for broadcasting."""
-    flat = t.flatten(1).float().norm(dim=1)
+    work = t if t.dtype == torch.float64 else t.float()
+    flat: Tensor = torch.linalg.vector_norm(work.flatten(1), dim=1)
     return flat.view(-1, *([1] * (t.ndim - 1))).to(t.dtype)
 
 
@@ -110,9 +111,7 @@ class Linf(Norm):
 
     name = "linf"
 
-    def random_init(
-        self, like: Tensor, eps: float, generator: torch.Generator | None
-    ) -> Tensor:
+    def random_init(self, like: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
         return (_rand("uniform", like, generator) * 2 - 1) * eps
 
     def step(self, delta: Tensor, grad: Tensor, step_size: float) -> Tensor:
@@ -127,9 +126,7 @@ class L2(Norm):
 
     name = "l2"
 
-    def random_init(
-        self, like: Tensor, eps: float, generator: torch.Generator | None
-    ) -> Tensor:
+    def random_init(self, like: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
         if like.shape[0] == 0:
             return torch.zeros_like(like)
         direction = _rand("normal", like, generator)
@@ -155,9 +152,7 @@ def _loss_dtype(images: Tensor) -> torch.dtype:
     return torch.float64 if images.dtype == torch.float64 else torch.float32
 
 
-def _unpack(
-    out: object, b: int
-) -> tuple[Tensor, Tensor | None, Tensor]:
+def _unpack(out: object, b: int) -> tuple[Tensor, Tensor | None, Tensor]:
     """Validate what a loss callback returned; returns (loss, success, score)."""
     if not isinstance(out, tuple) or len(out) not in (2, 3):
         raise _checks.SSLRobustTypeError(
@@ -321,8 +316,10 @@ def pgd(
         with torch.enable_grad():
             loss, success, score = _unpack(loss_fn(x, idx, t), x.shape[0])
             if loss.requires_grad:
-                objective = loss.sum() if loss.dtype in (torch.float32, torch.float64) else (
-                    loss.float().sum()
+                objective = (
+                    loss.sum()
+                    if loss.dtype in (torch.float32, torch.float64)
+                    else (loss.float().sum())
                 )
                 (grad,) = torch.autograd.grad(objective, d, allow_unused=True)
             else:

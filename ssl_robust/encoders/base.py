@@ -33,7 +33,7 @@ class EncoderOutput:
 
     def patch_map(self) -> Tensor:
         """Patch tokens as a (B, D, h, w) feature map, the layout dense heads consume."""
-        b, n, d = self.patches.shape
+        b, _, d = self.patches.shape
         h, w = self.grid
         return self.patches.transpose(1, 2).reshape(b, d, h, w)
 
@@ -91,8 +91,8 @@ class Encoder(nn.Module):
 
     def normalize(self, images: Tensor) -> Tensor:
         """``(images - mean) / std`` in the dtype of ``images``."""
-        mean = self.mean.to(dtype=images.dtype)
-        std = self.std.to(dtype=images.dtype)
+        mean = self.get_buffer("mean").to(dtype=images.dtype)
+        std = self.get_buffer("std").to(dtype=images.dtype)
         return (images - mean) / std
 
     def forward(self, images: Tensor) -> EncoderOutput:

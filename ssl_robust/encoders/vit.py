@@ -32,7 +32,8 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+        out: Tensor = self.proj(x)
+        return out.flatten(2).transpose(1, 2)
 
 
 class LayerScale(nn.Module):
@@ -60,7 +61,8 @@ class Attention(nn.Module):
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+        proj: Tensor = self.proj(out.transpose(1, 2).reshape(b, n, c))
+        return proj
 
 
 class Mlp(nn.Module):
@@ -73,7 +75,8 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        out: Tensor = self.fc2(self.act(self.fc1(x)))
+        return out
 
 
 class Block(nn.Module):
@@ -85,14 +88,19 @@ class Block(nn.Module):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads, qkv_bias)
-        self.ls1: nn.Module = LayerScale(dim, layerscale) if layerscale is not None else nn.Identity()
+        self.ls1: nn.Module = (
+            LayerScale(dim, layerscale) if layerscale is not None else nn.Identity()
+        )
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.ls2: nn.Module = LayerScale(dim, layerscale) if layerscale is not None else nn.Identity()
+        self.ls2: nn.Module = (
+            LayerScale(dim, layerscale) if layerscale is not None else nn.Identity()
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.ls1(self.attn(self.norm1(x)))
-        return x + self.ls2(self.mlp(self.norm2(x)))
+        out: Tensor = x + self.ls2(self.mlp(self.norm2(x)))
+        return out
 
 
 class VisionTransformer(Encoder):

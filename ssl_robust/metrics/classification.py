@@ -39,7 +39,10 @@ class Accuracy(Metric):
             )
         num_classes = pred.shape[1] if pred.ndim == 2 else None
         target = _checks.check_labels(
-            target, batch=pred.shape[0], num_classes=num_classes, name="target",
+            target,
+            batch=pred.shape[0],
+            num_classes=num_classes,
+            name="target",
             device=pred.device,
         )
         labels = pred.argmax(1) if pred.ndim == 2 else pred
