@@ -370,7 +370,7 @@ def test_bad_choice_options(vit):
         EmbedAttack(vit, tokens="all")
     with pytest.raises(ValueError, match=r"distance must be one of 'l2', 'cosine'"):
         EmbedAttack(vit, distance="l1")
-    with pytest.raises(TypeError, match="model must be an nn.Module or a callable"):
+    with pytest.raises(TypeError, match=r"model must be an nn\.Module or a callable"):
         PGD(3)
     with pytest.raises(TypeError, match="unexpected keyword argument 'tokens'"):
         PGD(vit, tokens="cls")
