@@ -4,6 +4,7 @@ from .base import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderOutput
 from .checkpoints import WeightsDownloadError, read_checkpoint
 from .registry import EncoderSpec, create_encoder, encoder_spec, list_encoders
 from .vit import VisionTransformer
+from .wrappers import WrappedEncoder, wrap
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -13,8 +14,10 @@ __all__ = [
     "EncoderSpec",
     "VisionTransformer",
     "WeightsDownloadError",
+    "WrappedEncoder",
     "create_encoder",
     "encoder_spec",
     "list_encoders",
     "read_checkpoint",
+    "wrap",
 ]
