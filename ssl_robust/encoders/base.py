@@ -75,8 +75,10 @@ class Encoder(nn.Module):
         super().__init__()
         self.embed_dim = _checks.check_int("embed_dim", embed_dim, minimum=1)
         self.patch_size = _checks.check_int("patch_size", patch_size, minimum=1)
-        mean_t = torch.as_tensor(mean, dtype=torch.float32)
-        std_t = torch.as_tensor(std, dtype=torch.float32)
+        # Explicit CPU: the statistics stay real even when the model is built under
+        # ``torch.device("meta")`` (checkpoint loading skips the random initialization).
+        mean_t = torch.as_tensor(mean, dtype=torch.float32, device="cpu")
+        std_t = torch.as_tensor(std, dtype=torch.float32, device="cpu")
         if mean_t.ndim != 1 or std_t.shape != mean_t.shape:
             raise _checks.SSLRobustValueError(
                 f"mean and std must be sequences of one value per channel; got mean "

@@ -125,6 +125,10 @@ class VisionTransformer(Encoder):
             pads bottom and right (with zeros after normalization, i.e. the mean colour).
         mean: normalization mean (ImageNet by default).
         std: normalization std (ImageNet by default).
+        interpolate_offset: position-embedding interpolation for other grids: an offset > 0
+            interpolates with ``scale_factor = (h + offset) / m`` (DINO v1, DINOv2: 0.1); 0 uses
+            the output size directly (DINOv2 with registers).
+        interpolate_antialias: bicubic interpolation with antialiasing (DINOv2 with registers).
 
     Shape:
         - Input: (B, 3, H, W) images in [0, 1].
@@ -157,6 +161,8 @@ class VisionTransformer(Encoder):
         pad: Literal["refuse", "pad"] = "refuse",
         mean: tuple[float, ...] = IMAGENET_MEAN,
         std: tuple[float, ...] = IMAGENET_STD,
+        interpolate_offset: float = 0.1,
+        interpolate_antialias: bool = False,
     ) -> None:
         super().__init__(embed_dim=embed_dim, patch_size=patch_size, mean=mean, std=std)
         _checks.check_int("img_size", img_size, minimum=1)
@@ -184,6 +190,10 @@ class VisionTransformer(Encoder):
         self.num_register_tokens = num_register_tokens
         self.output_layer = output_layer
         self.output_norm = bool(output_norm)
+        self.interpolate_offset = _checks.check_positive_float(
+            "interpolate_offset", interpolate_offset, allow_zero=True
+        )
+        self.interpolate_antialias = bool(interpolate_antialias)
 
         self.patch_embed = PatchEmbed(patch_size, self.in_chans, embed_dim)
         num_patches = (img_size // patch_size) ** 2
@@ -213,21 +223,35 @@ class VisionTransformer(Encoder):
                     nn.init.zeros_(m.bias)
 
     def interpolate_pos_encoding(self, h: int, w: int, dtype: torch.dtype) -> Tensor:
-        """Position embeddings for an h × w patch grid (bicubic, offset 0.1, as DINO does)."""
+        """Position embeddings for an h × w patch grid, interpolated bicubically as DINO does.
+
+        With ``interpolate_offset > 0`` the scale factor is ``(h + offset) / m`` (the official
+        kludge, offset 0.1); with 0 the target size is given directly. ``interpolate_antialias``
+        selects torch's antialiased bicubic kernel (DINOv2 with registers).
+        """
         n = self.pos_embed.shape[1] - 1
         m = int(math.sqrt(n))
         if h == w == m:
             return self.pos_embed.to(dtype)
         pos = self.pos_embed.float()
         patch_pos = pos[:, 1:].reshape(1, m, m, -1).permute(0, 3, 1, 2)
-        patch_pos = F.interpolate(
-            patch_pos,
-            scale_factor=((h + 0.1) / m, (w + 0.1) / m),
-            mode="bicubic",
-            align_corners=False,
-        )
-        if patch_pos.shape[-2:] != (h, w):  # guard against scale-factor rounding
-            patch_pos = F.interpolate(patch_pos, size=(h, w), mode="bicubic", align_corners=False)
+        off = self.interpolate_offset
+        if off:
+            patch_pos = F.interpolate(
+                patch_pos,
+                scale_factor=((h + off) / m, (w + off) / m),
+                mode="bicubic",
+                align_corners=False,
+                antialias=self.interpolate_antialias,
+            )
+        if patch_pos.shape[-2:] != (h, w):  # offset 0, or scale-factor rounding
+            patch_pos = F.interpolate(
+                patch_pos,
+                size=(h, w),
+                mode="bicubic",
+                align_corners=False,
+                antialias=self.interpolate_antialias,
+            )
         patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, h * w, -1)
         return torch.cat((pos[:, :1], patch_pos), dim=1).to(dtype)
 

@@ -1,0 +1,29 @@
+"""Datasets: a registry of real datasets, joint transforms and the synthetic ``shapes`` data."""
+
+from .base import DatasetInfo, IndexedSubset, Sample, SampleDataset, Task, subset_indices
+from .datasets import ADE20K, CIFAR, STL10, Cityscapes, NYUDepthV2, VOCSegmentation
+from .registry import create_dataset, list_datasets
+from .shapes import SHAPE_KINDS, ShapesDataset, render_shapes_scene
+from .transforms import eval_transform, train_transform
+
+__all__ = [
+    "ADE20K",
+    "CIFAR",
+    "SHAPE_KINDS",
+    "STL10",
+    "Cityscapes",
+    "DatasetInfo",
+    "IndexedSubset",
+    "NYUDepthV2",
+    "Sample",
+    "SampleDataset",
+    "ShapesDataset",
+    "Task",
+    "VOCSegmentation",
+    "create_dataset",
+    "eval_transform",
+    "list_datasets",
+    "render_shapes_scene",
+    "subset_indices",
+    "train_transform",
+]

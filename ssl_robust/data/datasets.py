@@ -1,0 +1,252 @@
+"""Readers of the paper's datasets in their usual on-disk layouts (no downloads).
+
+CIFAR and STL-10 are read from their original files directly (torchvision's classes insist on
+the md5 of the full release); VOC 2012 and Cityscapes go through torchvision's readers; ADE20K
+and NYU-Depth v2 have their own folder readers. Every reader returns :class:`Sample` dicts.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from .. import _checks
+from .base import DatasetInfo, Sample, SampleDataset
+
+__all__ = ["ADE20K", "CIFAR", "STL10", "Cityscapes", "NYUDepthV2", "VOCSegmentation"]
+
+Transform = Callable[[Sample], Sample] | None
+
+
+def _missing(name: str, root: Path, layout: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"{name} not found under {str(root)!r}; expected this layout (no download is done):\n"
+        f"{layout}"
+    )
+
+
+def _image_tensor(img: Image.Image) -> Tensor:
+    arr = np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
+
+
+def _split(split: str, choices: dict[str, str]) -> str:
+    _checks.check_choice("split", split, tuple(choices))
+    return choices[split]
+
+
+class CIFAR(SampleDataset):
+    """CIFAR-10 / CIFAR-100 from the python pickled batches (``cifar-10-batches-py``)."""
+
+    def __init__(
+        self, root: str | Path, split: str, *, classes: int = 10, transform: Transform = None
+    ) -> None:
+        super().__init__(transform=transform)
+        root = Path(root)
+        folder = "cifar-10-batches-py" if classes == 10 else "cifar-100-python"
+        base = root / folder if (root / folder).is_dir() else root
+        if classes == 10:
+            names = ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"])
+            meta, key, label_key = "batches.meta", "label_names", "labels"
+        else:
+            names = (["train"], ["test"])
+            meta, key, label_key = "meta", "fine_label_names", "fine_labels"
+        part = _split(split, {"train": "train", "val": "test", "test": "test"})
+        files = names[0] if part == "train" else names[1]
+        layout = f"  {root}/{folder}/{{{', '.join(names[0] + names[1])}, {meta}}}"
+        if not all((base / f).is_file() for f in files):
+            raise _missing(f"CIFAR-{classes}", root, layout)
+        data: list[np.ndarray] = []
+        labels: list[int] = []
+        for f in files:
+            with open(base / f, "rb") as fh:
+                entry = pickle.load(fh, encoding="latin1")  # the official format is a pickle
+            data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.extend(int(v) for v in entry[label_key])
+        self.data = torch.from_numpy(np.concatenate(data))
+        self.labels = torch.tensor(labels, dtype=torch.int64)
+        class_names: tuple[str, ...] = ()
+        if (base / meta).is_file():
+            with open(base / meta, "rb") as fh:
+                class_names = tuple(pickle.load(fh, encoding="latin1").get(key, ()))
+        self.info = DatasetInfo(
+            name=f"cifar{classes}", tasks=("classification",), num_classes=classes,
+            class_names=class_names,
+        )  # fmt: skip
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+    def _load(self, index: int) -> Sample:
+        return Sample(image=self.data[index].float() / 255.0, label=self.labels[index])
+
+
+class STL10(SampleDataset):
+    """STL-10 from the binary release (``stl10_binary/{train,test}_{X,y}.bin``)."""
+
+    def __init__(self, root: str | Path, split: str, *, transform: Transform = None) -> None:
+        super().__init__(transform=transform)
+        root = Path(root)
+        base = root / "stl10_binary" if (root / "stl10_binary").is_dir() else root
+        part = _split(split, {"train": "train", "val": "test", "test": "test"})
+        x_file, y_file = base / f"{part}_X.bin", base / f"{part}_y.bin"
+        if not (x_file.is_file() and y_file.is_file()):
+            raise _missing("STL-10", root, f"  {root}/stl10_binary/{{train,test}}_X.bin and _y.bin")
+        raw = np.fromfile(x_file, dtype=np.uint8)
+        # Stored column-major per channel: (N, 3, W, H) → transpose to (N, 3, H, W).
+        self.data = torch.from_numpy(raw.reshape(-1, 3, 96, 96)).transpose(2, 3)
+        self.labels = torch.from_numpy(np.fromfile(y_file, dtype=np.uint8).astype(np.int64)) - 1
+        if self.labels.numel() != self.data.shape[0]:
+            raise _checks.SSLRobustValueError(
+                f"STL-10 {part}: {self.data.shape[0]} images but {self.labels.numel()} labels"
+            )
+        self.info = DatasetInfo(name="stl10", tasks=("classification",), num_classes=10)
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+    def _load(self, index: int) -> Sample:
+        return Sample(image=self.data[index].float() / 255.0, label=self.labels[index])
+
+
+class _PairFolder(SampleDataset):
+    """Image/target file pairs; subclasses fill ``pairs`` and define ``_target``."""
+
+    pairs: list[tuple[Path, Path]]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _read(self, index: int) -> tuple[Tensor, np.ndarray]:
+        image_path, target_path = self.pairs[index]
+        with Image.open(image_path) as img:
+            image = _image_tensor(img)
+        with Image.open(target_path) as tgt:
+            target = np.asarray(tgt).copy()
+        return image, target
+
+
+class VOCSegmentation(_PairFolder):
+    """PASCAL VOC 2012 segmentation via torchvision's reader (21 classes, 255 = boundary)."""
+
+    def __init__(self, root: str | Path, split: str, *, transform: Transform = None) -> None:
+        super().__init__(transform=transform)
+        from torchvision.datasets import VOCSegmentation as TvVOC
+
+        part = _split(split, {"train": "train", "val": "val", "trainval": "trainval"})
+        try:
+            tv = TvVOC(str(root), year="2012", image_set=part, download=False)
+        except (RuntimeError, FileNotFoundError) as exc:
+            raise _missing(
+                "PASCAL VOC 2012", Path(root),
+                f"  {root}/VOCdevkit/VOC2012/JPEGImages/<id>.jpg\n"
+                f"  {root}/VOCdevkit/VOC2012/SegmentationClass/<id>.png\n"
+                f"  {root}/VOCdevkit/VOC2012/ImageSets/Segmentation/{part}.txt",
+            ) from exc  # fmt: skip
+        self.pairs = [(Path(a), Path(b)) for a, b in zip(tv.images, tv.masks, strict=True)]
+        self.info = DatasetInfo(name="voc2012", tasks=("segmentation",), seg_classes=21)
+
+    def _load(self, index: int) -> Sample:
+        image, target = self._read(index)
+        return Sample(image=image, mask=torch.from_numpy(target.astype(np.int64)))
+
+
+class Cityscapes(_PairFolder):
+    """Cityscapes (fine) via torchvision's reader; label ids mapped to the 19 train ids."""
+
+    def __init__(self, root: str | Path, split: str, *, transform: Transform = None) -> None:
+        super().__init__(transform=transform)
+        from torchvision.datasets import Cityscapes as TVCityscapes
+
+        part = _split(split, {"train": "train", "val": "val", "test": "test"})
+        try:
+            tv = TVCityscapes(str(root), split=part, mode="fine", target_type="semantic")
+        except (RuntimeError, FileNotFoundError) as exc:
+            raise _missing(
+                "Cityscapes", Path(root),
+                f"  {root}/leftImg8bit/{part}/<city>/<name>_leftImg8bit.png\n"
+                f"  {root}/gtFine/{part}/<city>/<name>_gtFine_labelIds.png",
+            ) from exc  # fmt: skip
+        self.pairs = [(Path(a), Path(b[0])) for a, b in zip(tv.images, tv.targets, strict=True)]
+        lut = torch.full((256,), 255, dtype=torch.int64)
+        for c in TVCityscapes.classes:
+            if c.id >= 0 and 0 <= c.train_id < 255:
+                lut[c.id] = c.train_id
+        self.lut = lut
+        self.info = DatasetInfo(name="cityscapes", tasks=("segmentation",), seg_classes=19)
+
+    def _load(self, index: int) -> Sample:
+        image, target = self._read(index)
+        return Sample(image=image, mask=self.lut[torch.from_numpy(target.astype(np.int64))])
+
+
+class ADE20K(_PairFolder):
+    """ADE20K (SceneParsing, ``ADEChallengeData2016``), 150 classes.
+
+    Label 0 ("other") becomes the ignore index 255 and classes shift by −1 (the DINOv2 /
+    mmsegmentation ``reduce_zero_label`` protocol).
+    """
+
+    def __init__(self, root: str | Path, split: str, *, transform: Transform = None) -> None:
+        super().__init__(transform=transform)
+        root = Path(root)
+        base = root / "ADEChallengeData2016" if (root / "ADEChallengeData2016").is_dir() else root
+        part = _split(split, {"train": "training", "val": "validation"})
+        images, annotations = base / "images" / part, base / "annotations" / part
+        if not (images.is_dir() and annotations.is_dir()):
+            raise _missing(
+                "ADE20K", root,
+                f"  {root}/ADEChallengeData2016/images/{{training,validation}}/<name>.jpg\n"
+                f"  {root}/ADEChallengeData2016/annotations/{{training,validation}}/<name>.png",
+            )  # fmt: skip
+        self.pairs = [
+            (p, annotations / (p.stem + ".png"))
+            for p in sorted(images.glob("*.jpg"))
+            if (annotations / (p.stem + ".png")).is_file()
+        ]
+        self.info = DatasetInfo(name="ade20k", tasks=("segmentation",), seg_classes=150)
+
+    def _load(self, index: int) -> Sample:
+        image, target = self._read(index)
+        mask = torch.from_numpy(target.astype(np.int64))
+        mask = torch.where(mask == 0, 255, mask - 1)
+        return Sample(image=image, mask=mask)
+
+
+class NYUDepthV2(_PairFolder):
+    """NYU-Depth v2 as image / 16-bit depth PNG pairs (depth in millimetres, 0 = invalid).
+
+    Layout: ``root/{train,test}/rgb/<name>.{png,jpg}`` and ``root/{train,test}/depth/<name>.png``
+    (uint16, millimetres). Depth is returned in metres, valid in (0, 10].
+    """
+
+    def __init__(self, root: str | Path, split: str, *, transform: Transform = None) -> None:
+        super().__init__(transform=transform)
+        root = Path(root)
+        part = _split(split, {"train": "train", "val": "test", "test": "test"})
+        rgb, depth = root / part / "rgb", root / part / "depth"
+        if not (rgb.is_dir() and depth.is_dir()):
+            raise _missing(
+                "NYU-Depth v2", root,
+                f"  {root}/{{train,test}}/rgb/<name>.png (or .jpg)\n"
+                f"  {root}/{{train,test}}/depth/<name>.png  (uint16, millimetres, 0 = invalid)",
+            )  # fmt: skip
+        self.pairs = [
+            (p, depth / (p.stem + ".png"))
+            for p in sorted([*rgb.glob("*.png"), *rgb.glob("*.jpg")])
+            if (depth / (p.stem + ".png")).is_file()
+        ]
+        self.info = DatasetInfo(
+            name="nyu_depth_v2", tasks=("depth",), min_depth=1e-3, max_depth=10.0
+        )
+
+    def _load(self, index: int) -> Sample:
+        image, target = self._read(index)
+        depth = torch.from_numpy(target.astype(np.float32)) / 1000.0
+        return Sample(image=image, depth=depth)

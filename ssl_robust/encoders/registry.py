@@ -1,0 +1,207 @@
+"""Encoder registry: ``create_encoder("dinov2_vits14", weights=...)`` and ``list_encoders()``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .. import _checks
+from .checkpoints import download_state_dict, load_backbone_state_dict, read_checkpoint
+from .vit import VisionTransformer
+
+__all__ = ["EncoderSpec", "create_encoder", "encoder_spec", "list_encoders"]
+
+_DINO_URL = "https://dl.fbaipublicfiles.com/dino"
+_DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2"
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """A registered encoder: the :class:`VisionTransformer` options and where its weights live.
+
+    Attributes:
+        name: registry name.
+        kwargs: keyword arguments of :class:`VisionTransformer`.
+        url: official weights (``None`` for the small test/default models).
+        description: one line for :func:`list_encoders` users and the docs.
+    """
+
+    name: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    url: str | None = None
+    description: str = ""
+
+
+_SIZES: dict[str, dict[str, Any]] = {
+    "s": dict(embed_dim=384, depth=12, num_heads=6),
+    "b": dict(embed_dim=768, depth=12, num_heads=12),
+    "l": dict(embed_dim=1024, depth=24, num_heads=16),
+}
+_SIZE_NAMES = {"s": "small", "b": "base", "l": "large"}
+_REGISTRY: dict[str, EncoderSpec] = {}
+
+
+def _add(spec: EncoderSpec) -> None:
+    _REGISTRY[spec.name] = spec
+
+
+for _s, _file in (("s", "deitsmall"), ("b", "vitbase")):
+    for _p in (16, 8):
+        _add(
+            EncoderSpec(
+                f"dino_vit{_s}{_p}",
+                dict(img_size=224, patch_size=_p, **_SIZES[_s]),
+                f"{_DINO_URL}/dino_{_file}{_p}_pretrain/dino_{_file}{_p}_pretrain.pth",
+                f"DINO v1 ViT-{_s.upper()}/{_p} (ImageNet-1k)",
+            )
+        )
+for _s in ("s", "b", "l"):
+    for _reg in (False, True):
+        _base = f"dinov2_vit{_s}14"
+        _file = f"{_base}_reg4" if _reg else _base
+        _interp: dict[str, Any] = (
+            dict(num_register_tokens=4, interpolate_offset=0.0, interpolate_antialias=True)
+            if _reg
+            else {}
+        )
+        _add(
+            EncoderSpec(
+                f"{_base}_reg" if _reg else _base,
+                dict(
+                    img_size=518,
+                    patch_size=14,
+                    layerscale=1.0,
+                    mask_token=True,
+                    **_SIZES[_s],
+                    **_interp,
+                ),
+                f"{_DINOV2_URL}/{_base}/{_file}_pretrain.pth",
+                f"DINOv2 ViT-{_s.upper()}/14{' with 4 registers' if _reg else ''} (LVD-142M)",
+            )
+        )
+_add(
+    EncoderSpec(
+        "vit_test",
+        dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2),
+        None,
+        "2-block ViT for unit tests (16×16 images, 4×4 patches, D=32), random init",
+    )
+)
+_add(
+    EncoderSpec(
+        "vit_tiny",
+        dict(img_size=32, patch_size=4, embed_dim=96, depth=4, num_heads=3),
+        None,
+        "4-block ViT for the embedded benchmark and examples (32×32, 4×4 patches, D=96)",
+    )
+)
+
+# create_encoder's short names for the output options of VisionTransformer.
+_ALIASES = {"layer": "output_layer", "norm": "output_norm"}
+_ARCH_KEYS = (
+    "img_size",
+    "patch_size",
+    "embed_dim",
+    "depth",
+    "num_heads",
+    "mlp_ratio",
+    "qkv_bias",
+    "num_register_tokens",
+    "layerscale",
+    "mask_token",
+    "interpolate_offset",
+    "interpolate_antialias",
+)
+_OPTION_KEYS = ("layer", "norm", "output_layer", "output_norm", "pad", "mean", "std")
+
+
+def list_encoders() -> list[str]:
+    """Names accepted by :func:`create_encoder`, sorted.
+
+    Example:
+        >>> "dinov2_vits14_reg" in list_encoders()
+        True
+    """
+    return sorted(_REGISTRY)
+
+
+def encoder_spec(name: str) -> EncoderSpec:
+    """The :class:`EncoderSpec` registered under ``name``.
+
+    Raises:
+        SSLRobustValueError: for an unknown name, listing the choices.
+    """
+    if not isinstance(name, str) or name not in _REGISTRY:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
+        hint = f" — did you mean {close[0]!r}?" if close else ""
+        raise _checks.SSLRobustValueError(
+            f"unknown encoder {name!r}{hint}; choose one of: {', '.join(list_encoders())}"
+        )
+    return _REGISTRY[name]
+
+
+def create_encoder(
+    name: str,
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    pretrained: bool = False,
+    **kw: Any,
+) -> VisionTransformer:
+    """Build a registered encoder, optionally with official or local weights.
+
+    Args:
+        name: one of :func:`list_encoders` (e.g. ``"dino_vits16"``, ``"dinov2_vitb14_reg"``).
+        weights: path to a checkpoint: a released state dict, or a DINO training checkpoint
+            (the ``teacher`` backbone is used, head keys ignored). Loaded strictly.
+        pretrained: download the official weights with torch.hub (cached). Exclusive with
+            ``weights``.
+        **kw: ``layer=`` (block whose tokens are returned, -1 = last), ``norm=`` (apply the final
+            LayerNorm), ``pad=`` (``"refuse"`` or ``"pad"`` for sizes not divisible by the
+            patch), ``mean=``/``std=``, or architecture options of :class:`VisionTransformer`
+            (only without weights).
+
+    Returns:
+        The encoder, in eval mode.
+
+    Raises:
+        SSLRobustValueError: unknown name; weights and pretrained both given; pretrained for a
+            model without official weights; a checkpoint that does not match the architecture.
+        SSLRobustTypeError: unknown keyword arguments.
+        FileNotFoundError: ``weights`` does not exist.
+        WeightsDownloadError: ``pretrained=True`` and the download failed.
+
+    Example:
+        >>> import torch
+        >>> enc = create_encoder("vit_test", layer=0)
+        >>> enc(torch.rand(1, 3, 16, 16)).patches.shape
+        torch.Size([1, 16, 32])
+    """
+    spec = encoder_spec(name)
+    unknown = {k: v for k, v in kw.items() if k not in _ARCH_KEYS + _OPTION_KEYS}
+    _checks.check_no_unknown(unknown, _ARCH_KEYS + _OPTION_KEYS, where="create_encoder()")
+    if weights is not None and pretrained:
+        raise _checks.SSLRobustValueError("pass either weights=PATH or pretrained=True, not both")
+    if pretrained and spec.url is None:
+        raise _checks.SSLRobustValueError(
+            f"encoder {name!r} has no official weights; use pretrained=False or weights=PATH"
+        )
+    options = dict(spec.kwargs)
+    for key, value in kw.items():
+        options[_ALIASES.get(key, key)] = value
+    if weights is None and not pretrained:
+        return VisionTransformer(**options).eval()
+    if weights is not None:
+        state_dict = read_checkpoint(weights)
+    else:
+        state_dict = download_state_dict(str(spec.url), name=name)
+    # Build without initializing parameters (the checkpoint provides them), then assign.
+    with torch.device("meta"):
+        model = VisionTransformer(**options)
+    load_backbone_state_dict(model, state_dict)
+    return model.eval()
