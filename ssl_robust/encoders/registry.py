@@ -13,7 +13,26 @@ from .. import _checks
 from .checkpoints import download_state_dict, load_backbone_state_dict, read_checkpoint
 from .vit import VisionTransformer
 
-__all__ = ["EncoderSpec", "create_encoder", "encoder_spec", "list_encoders"]
+__all__ = [
+    "EncoderSpec",
+    "bundled_weights_path",
+    "create_encoder",
+    "encoder_spec",
+    "list_encoders",
+]
+
+
+def bundled_weights_path(name: str) -> str:
+    """Path of a weights file shipped in ``ssl_robust/assets``."""
+    from importlib.resources import files
+
+    path = files("ssl_robust") / "assets" / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"bundled weights {name!r} are missing from the installed package ({path}); "
+            "reinstall ssl-robust or regenerate them with scripts/pretrain_default_encoder.py"
+        )
+    return str(path)
 
 _DINO_URL = "https://dl.fbaipublicfiles.com/dino"
 _DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2"
@@ -28,12 +47,15 @@ class EncoderSpec:
         kwargs: keyword arguments of :class:`VisionTransformer`.
         url: official weights (``None`` for the small test/default models).
         description: one line for :func:`list_encoders` users and the docs.
+        bundled: file name of weights shipped inside the package (``ssl_robust/assets``),
+            loaded by ``pretrained=True`` without any download.
     """
 
     name: str
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     url: str | None = None
     description: str = ""
+    bundled: str | None = None
 
 
 _SIZES: dict[str, dict[str, Any]] = {
@@ -97,6 +119,16 @@ _add(
         dict(img_size=32, patch_size=4, embed_dim=96, depth=4, num_heads=3),
         None,
         "4-block ViT for the embedded benchmark and examples (32×32, 4×4 patches, D=96)",
+    )
+)
+_add(
+    EncoderSpec(
+        "vit_tiny_shapes",
+        dict(img_size=32, patch_size=4, embed_dim=96, depth=4, num_heads=3),
+        None,
+        "vit_tiny pretrained self-supervised on the synthetic shapes data (weights ship in "
+        "the package; scripts/pretrain_default_encoder.py); the embedded benchmark's encoder",
+        bundled="vit_tiny_shapes.pt",
     )
 )
 
@@ -187,7 +219,7 @@ def create_encoder(
     _checks.check_no_unknown(unknown, _ARCH_KEYS + _OPTION_KEYS, where="create_encoder()")
     if weights is not None and pretrained:
         raise _checks.SSLRobustValueError("pass either weights=PATH or pretrained=True, not both")
-    if pretrained and spec.url is None:
+    if pretrained and spec.url is None and spec.bundled is None:
         raise _checks.SSLRobustValueError(
             f"encoder {name!r} has no official weights; use pretrained=False or weights=PATH"
         )
@@ -198,6 +230,8 @@ def create_encoder(
         return VisionTransformer(**options).eval()
     if weights is not None:
         state_dict = read_checkpoint(weights)
+    elif spec.bundled is not None:
+        state_dict = read_checkpoint(bundled_weights_path(spec.bundled))
     else:
         state_dict = download_state_dict(str(spec.url), name=name)
     # Build without initializing parameters (the checkpoint provides them), then assign.

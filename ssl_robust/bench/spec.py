@@ -1,0 +1,394 @@
+"""The benchmark specification: a TOML file or the equivalent dataclasses.
+
+A spec names the encoders (registry name + weights, or a DeACL fine-tuning of another entry),
+the datasets and the tasks evaluated on each, the attack settings, the head-training presets,
+the evaluation subset and the output directory. Unknown keys are refused with the list of valid
+keys; budgets are on the [0, 1] image scale and may be written as fractions (``"8/255"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from .. import _checks
+
+__all__ = [
+    "AttackSpec",
+    "BenchSpec",
+    "DatasetSpec",
+    "DeACLSpec",
+    "EncoderSpecEntry",
+    "EvalSpec",
+    "HeadSpec",
+    "default_spec",
+    "load_spec",
+]
+
+TASKS = ("classification", "segmentation", "depth")
+_FRACTION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*/\s*(\d+(?:\.\d*)?)\s*$")
+
+
+def parse_budget(name: str, value: object) -> float:
+    """A budget given as a number or a fraction string such as ``"8/255"`` (no eval)."""
+    if isinstance(value, str):
+        match = _FRACTION.match(value)
+        if not match or float(match.group(2)) == 0:
+            raise _checks.SSLRobustValueError(
+                f"{name} must be a number or a fraction like '8/255'; got {value!r}"
+            )
+        value = float(match.group(1)) / float(match.group(2))
+    return _checks.check_budget(name, value, norm="linf")
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """Attack settings shared by EmbedAttack and the task attacks (the paper's by default).
+
+    Attributes:
+        eps: Linf radius (8/255).
+        step_size: step (2/255).
+        steps: PGD steps (20).
+        random_start: uniform start in the ball.
+        curve_eps: extra budgets for the metric-vs-eps curves (``eps`` itself is always on
+            the curve, clean at 0); empty for no curves.
+        curve_subset: images used for the curves (a prefix of the evaluation subset).
+        segpgd_threshold: SegPGD success threshold (share of correct pixels).
+    """
+
+    eps: float = 8 / 255
+    step_size: float = 2 / 255
+    steps: int = 20
+    random_start: bool = True
+    curve_eps: tuple[float, ...] = (2 / 255, 4 / 255)
+    curve_subset: int = 64
+    segpgd_threshold: float = 0.01
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eps", parse_budget("attack.eps", self.eps))
+        object.__setattr__(self, "step_size", parse_budget("attack.step_size", self.step_size))
+        _checks.check_int("attack.steps", self.steps, minimum=0)
+        _checks.check_int("attack.curve_subset", self.curve_subset, minimum=1)
+        curve = tuple(parse_budget("attack.curve_eps", e) for e in self.curve_eps)
+        object.__setattr__(self, "curve_eps", curve)
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """Overrides of the head-training preset of one task (None keeps the paper's value).
+
+    Attributes:
+        epochs, lr, weight_decay, batch_size: as in :func:`ssl_robust.adaptors.fit`.
+        train_size: training images used (a seeded subset of the train split; None = all).
+    """
+
+    epochs: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    batch_size: int | None = None
+    train_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs is not None:
+            _checks.check_int("heads.epochs", self.epochs, minimum=1)
+        if self.batch_size is not None:
+            _checks.check_int("heads.batch_size", self.batch_size, minimum=1)
+        if self.train_size is not None:
+            _checks.check_int("heads.train_size", self.train_size, minimum=1)
+        if self.lr is not None:
+            _checks.check_positive_float("heads.lr", self.lr)
+        if self.weight_decay is not None:
+            _checks.check_positive_float("heads.weight_decay", self.weight_decay, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class DeACLSpec:
+    """DeACL fine-tuning of another encoder entry (paper §3.3).
+
+    Attributes:
+        base: name of the encoder entry to fine-tune.
+        dataset: name of the dataset entry whose train split is used.
+        train_size: training images (seeded subset).
+        batch_size: batch size.
+        config: overrides of :class:`~ssl_robust.defenses.DeACLConfig` (e.g. epochs, lr).
+        checkpoint: use an existing DeACL checkpoint or exported student weights instead of
+            training (then ``base`` gives the architecture).
+    """
+
+    base: str
+    dataset: str
+    train_size: int | None = None
+    batch_size: int = 128
+    config: Mapping[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        _checks.check_int("deacl.batch_size", self.batch_size, minimum=1)
+        if self.train_size is not None:
+            _checks.check_int("deacl.train_size", self.train_size, minimum=1)
+
+
+@dataclass(frozen=True)
+class EncoderSpecEntry:
+    """One encoder of the benchmark.
+
+    Attributes:
+        name: the key in results (unique).
+        registry: :func:`~ssl_robust.encoders.create_encoder` name (for DeACL entries: taken
+            from the base entry when empty).
+        weights: checkpoint path (``create_encoder(weights=)``).
+        pretrained: fetch / load the registry's pretrained weights.
+        deacl: fine-tune another entry with DeACL (makes this a "deacl" encoder).
+        options: extra ``create_encoder`` keywords (e.g. ``layer``, ``norm``).
+    """
+
+    name: str
+    registry: str = ""
+    weights: str | None = None
+    pretrained: bool = False
+    deacl: DeACLSpec | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def encoder_type(self) -> Literal["standard", "deacl"]:
+        return "deacl" if self.deacl is not None else "standard"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset and the tasks evaluated on it.
+
+    Attributes:
+        name: the key in results (unique).
+        dataset: :func:`~ssl_robust.data.create_dataset` name.
+        tasks: subset of classification / segmentation / depth the dataset supports.
+        root: data folder (None for ``shapes``).
+        train_split: split the heads are trained on.
+        eval_split: split evaluated.
+        image_size: images are resized (shorter side) and centre-cropped to this size.
+        options: extra ``create_dataset`` keywords (``shapes``: size, ...).
+    """
+
+    name: str
+    dataset: str
+    tasks: tuple[str, ...]
+    root: str | None = None
+    train_split: str = "train"
+    eval_split: str = "val"
+    image_size: int = 224
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise _checks.SSLRobustValueError(f"dataset {self.name!r} lists no tasks")
+        for task in self.tasks:
+            _checks.check_choice(f"datasets[{self.name!r}].tasks", task, TASKS)
+        _checks.check_int("image_size", self.image_size, minimum=8)
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """The evaluation subset: ``subset`` images drawn once with ``seed`` from each eval split."""
+
+    subset: int | None = 500
+    seed: int = 0
+    batch_size: int = 64
+    gallery: int = 4
+
+    def __post_init__(self) -> None:
+        if self.subset is not None:
+            _checks.check_int("eval.subset", self.subset, minimum=1)
+        _checks.check_int("eval.seed", self.seed, minimum=0)
+        _checks.check_int("eval.batch_size", self.batch_size, minimum=1)
+        _checks.check_int("eval.gallery", self.gallery, minimum=0)
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """The whole benchmark.
+
+    Attributes:
+        encoders: the encoders, standard and DeACL.
+        datasets: the datasets and their tasks.
+        attack: attack settings.
+        heads: per-task head-training overrides (keys: task names).
+        eval: the evaluation subset.
+        out: output directory.
+        device: ``"cpu"`` or ``"cuda"``.
+        seed: seed of head training and attacks.
+        threads: CPU threads for torch (None keeps torch's default).
+    """
+
+    encoders: tuple[EncoderSpecEntry, ...]
+    datasets: tuple[DatasetSpec, ...]
+    attack: AttackSpec = field(default_factory=AttackSpec)
+    heads: Mapping[str, HeadSpec] = field(default_factory=dict)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+    out: str = "ssl_robust_results"
+    device: str = "cpu"
+    seed: int = 0
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.encoders or not self.datasets:
+            raise _checks.SSLRobustValueError("a benchmark needs at least one encoder and dataset")
+        for kind, entries in (("encoder", self.encoders), ("dataset", self.datasets)):
+            names = [e.name for e in entries]
+            dup = {n for n in names if names.count(n) > 1}
+            if dup:
+                raise _checks.SSLRobustValueError(f"duplicate {kind} names: {sorted(dup)}")
+        enc_names = {e.name for e in self.encoders}
+        data_names = {d.name for d in self.datasets}
+        for e in self.encoders:
+            if e.deacl is not None:
+                if e.deacl.base not in enc_names or e.deacl.base == e.name:
+                    raise _checks.SSLRobustValueError(
+                        f"encoder {e.name!r}: deacl.base must name another encoder entry; got "
+                        f"{e.deacl.base!r} (entries: {sorted(enc_names)})"
+                    )
+                if e.deacl.dataset not in data_names:
+                    raise _checks.SSLRobustValueError(
+                        f"encoder {e.name!r}: deacl.dataset must name a dataset entry; got "
+                        f"{e.deacl.dataset!r} (entries: {sorted(data_names)})"
+                    )
+            elif not e.registry:
+                raise _checks.SSLRobustValueError(f"encoder {e.name!r} needs registry=")
+        for task in self.heads:
+            _checks.check_choice("heads", task, TASKS)
+        _checks.check_choice("device", self.device, ("cpu", "cuda"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (what ``results.json`` stores as ``config``)."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=str))  # type: ignore[no-any-return]
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes results (not ``out``/``device``/``threads``)."""
+        d = self.to_dict()
+        for key in ("out", "device", "threads"):
+            d.pop(key, None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+T = TypeVar("T")
+
+
+def _build(cls: type[T], data: object, where: str, **nested: Any) -> T:
+    """Instantiate dataclass ``cls`` from a mapping, refusing unknown keys by name."""
+    if not isinstance(data, Mapping):
+        raise _checks.SSLRobustTypeError(
+            f"{where} must be a table of keys; got {type(data).__name__}"
+        )
+    valid = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        raise _checks.SSLRobustValueError(
+            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in "
+            f"{where}; valid keys: {', '.join(valid)}"
+        )
+    kwargs = dict(data)
+    kwargs.update({k: v for k, v in nested.items() if k in kwargs})
+    for key in ("tasks", "curve_eps"):
+        if key in kwargs and isinstance(kwargs[key], list):
+            kwargs[key] = tuple(kwargs[key])
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # missing required keys
+        raise _checks.SSLRobustValueError(f"{where}: {exc}") from None
+
+
+def spec_from_dict(data: Mapping[str, Any]) -> BenchSpec:
+    """Build a :class:`BenchSpec` from parsed TOML (or JSON) data."""
+    if not isinstance(data, Mapping):
+        raise _checks.SSLRobustTypeError("a benchmark config must be a table of keys")
+    encoders = []
+    for i, raw in enumerate(data.get("encoders", [])):
+        deacl = None
+        if isinstance(raw, Mapping) and raw.get("deacl") is not None:
+            deacl = _build(DeACLSpec, raw["deacl"], f"encoders[{i}].deacl")
+        encoders.append(_build(EncoderSpecEntry, raw, f"encoders[{i}]", deacl=deacl))
+    datasets = [_build(DatasetSpec, raw, f"datasets[{i}]") for i, raw in enumerate(data.get("datasets", []))]
+    heads_raw = data.get("heads", {})
+    if not isinstance(heads_raw, Mapping):
+        raise _checks.SSLRobustTypeError("heads must be a table keyed by task")
+    heads = {task: _build(HeadSpec, raw, f"heads.{task}") for task, raw in heads_raw.items()}
+    nested: dict[str, Any] = dict(encoders=tuple(encoders), datasets=tuple(datasets), heads=heads)
+    if "attack" in data:
+        nested["attack"] = _build(AttackSpec, data["attack"], "attack")
+    if "eval" in data:
+        nested["eval"] = _build(EvalSpec, data["eval"], "eval")
+    top = dict(data)
+    top.setdefault("encoders", [])
+    top.setdefault("datasets", [])
+    return _build(BenchSpec, top, "the config", **nested)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file (tomllib; tomli on Python 3.10) with clear errors."""
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise ModuleNotFoundError(
+                "reading TOML configs on Python 3.10 needs tomli: pip install tomli"
+            ) from None
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise _checks.SSLRobustValueError(f"{path} is not valid TOML: {exc}") from None
+
+
+def load_spec(path: str | Path) -> BenchSpec:
+    """Read a TOML benchmark config (see ``configs/`` and docs/benchmark.md)."""
+    return spec_from_dict(read_toml(Path(path)))
+
+
+def default_spec(out: str = "ssl_robust_results") -> BenchSpec:
+    """The embedded default: runs on a laptop CPU with no downloads.
+
+    The built-in ``vit_tiny_shapes`` encoder (self-supervised on ``shapes``, weights shipped in
+    the package) and its DeACL fine-tuned version, evaluated on the synthetic ``shapes`` data
+    for classification, segmentation and depth with the paper's attack settings.
+    """
+    shapes_opts = {"size": 4000}
+    return BenchSpec(
+        encoders=(
+            EncoderSpecEntry(name="vit_tiny_shapes", registry="vit_tiny_shapes", pretrained=True),
+            EncoderSpecEntry(
+                name="vit_tiny_shapes_deacl",
+                deacl=DeACLSpec(
+                    base="vit_tiny_shapes",
+                    dataset="shapes",
+                    train_size=1024,
+                    batch_size=128,
+                    config={"epochs": 6, "warmup_epochs": 1, "lr": 0.05},
+                ),
+            ),
+        ),
+        datasets=(
+            DatasetSpec(
+                name="shapes",
+                dataset="shapes",
+                tasks=("classification", "segmentation", "depth"),
+                image_size=32,
+                options=shapes_opts,
+            ),
+        ),
+        heads={
+            "classification": HeadSpec(epochs=5, train_size=2000),
+            "segmentation": HeadSpec(epochs=8, lr=1e-3, train_size=2000),
+            "depth": HeadSpec(epochs=10, lr=1e-3, batch_size=64, train_size=2000),
+        },
+        eval=EvalSpec(subset=128, seed=0, batch_size=64, gallery=4),
+        out=out,
+        threads=None,
+    )

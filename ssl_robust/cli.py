@@ -1,0 +1,204 @@
+"""``ssl-robust``: the command line (also ``python -m ssl_robust``).
+
+Commands:
+    bench   run the benchmark (the embedded default without --config)
+    deacl   DeACL robust fine-tuning of one encoder from a TOML config
+    report  re-render tables and figures from an output directory's results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from . import __version__, _checks
+
+__all__ = ["main"]
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import default_spec, load_spec, run_benchmark
+
+    spec = load_spec(args.config) if args.config else default_spec()
+    if args.device:
+        spec = replace(spec, device=args.device)
+    out = Path(args.out) if args.out else Path(spec.out)
+    print(f"ssl-robust bench: {len(spec.encoders)} encoder(s) × {len(spec.datasets)} dataset(s) → {out}")
+    results = run_benchmark(spec, out=out, force=args.force, progress=not args.no_progress)
+    print(_summary(results))
+    print(f"wrote {out / 'results.json'}, {out / 'tables.md'} and figures in {out / 'figures'}")
+    return 0
+
+
+def _summary(results: dict[str, Any]) -> str:
+    lines = [f"{'task':<15}{'dataset':<12}{'encoder':<26}{'metric':<9}{'clean':>7}{'embed':>7}{'task':>7}"]
+    for r in results["rows"]:
+        lines.append(
+            f"{r['task']:<15}{r['dataset']:<12}{r['encoder']:<26}{r['metric']:<9}"
+            f"{r['clean']:>7.3f}{r['embed_attack']:>7.3f}{r['task_attack']:>7.3f}"
+        )
+    t = results.get("timings", {})
+    if "total_seconds" in t:
+        lines.append(f"total {t['total_seconds']:.0f} s")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _DeACLEncoder:
+    registry: str
+    weights: str | None = None
+    pretrained: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _DeACLData:
+    dataset: str
+    root: str | None = None
+    split: str = "train"
+    subset: int | None = None
+    image_size: int = 224
+    batch_size: int = 128
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def _deacl(args: argparse.Namespace) -> int:
+    import torch
+
+    from .bench.spec import _build, parse_budget, read_toml
+    from .data import create_dataset, eval_transform
+    from .defenses import DeACLConfig, DeACLTrainer
+    from .encoders import create_encoder
+
+    path = Path(args.config)
+    if not path.is_file():
+        raise FileNotFoundError(f"DeACL config {str(path)!r} does not exist")
+    raw = read_toml(path)
+    valid = {"encoder", "data", "deacl", "out", "device"}
+    unknown = sorted(set(raw) - valid)
+    if unknown:
+        raise _checks.SSLRobustValueError(
+            f"unknown keys {unknown} in {path}; valid keys: {', '.join(sorted(valid))}"
+        )
+    enc = _build(_DeACLEncoder, raw.get("encoder"), "encoder")
+    data = _build(_DeACLData, raw.get("data"), "data")
+    cfg = dict(raw.get("deacl", {}))
+    for key in ("eps", "step_size"):
+        if key in cfg:
+            cfg[key] = parse_budget(f"deacl.{key}", cfg[key])
+    config = _build(DeACLConfig, cfg, "deacl")
+    out = Path(args.out or raw.get("out", "deacl_run"))
+    device = torch.device(args.device or raw.get("device", "cpu"))
+    student = create_encoder(
+        enc.registry, weights=enc.weights, pretrained=enc.pretrained, **enc.options
+    ).to(device)
+    opts = dict(data.options)
+    transform = None
+    if data.dataset == "shapes":
+        opts.setdefault("image_size", data.image_size)
+    else:
+        transform = eval_transform(data.image_size)
+    dataset = create_dataset(
+        data.dataset, data.root, data.split, transform=transform, subset=data.subset, **opts
+    )
+
+    class Images(torch.utils.data.Dataset[Any]):
+        def __len__(self) -> int:
+            return len(dataset)
+
+        def __getitem__(self, i: int) -> Any:
+            return dataset[i]["image"]
+
+    loader = torch.utils.data.DataLoader(
+        Images(), batch_size=data.batch_size, shuffle=True, drop_last=True,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    trainer = DeACLTrainer(student, config=config)
+    history = trainer.fit(
+        loader, checkpoint_dir=out, overwrite=args.force, progress=not args.no_progress
+    )
+    exported = trainer.export_student(out / "student.pt")
+    for rec in history:
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
+    print(f"wrote {exported}: load it with create_encoder({enc.registry!r}, weights={str(exported)!r})")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .bench.report import render_report
+
+    out = render_report(Path(args.dir))
+    print(f"wrote {out['tables']} and {len(out['figures'])} figure(s)")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ssl-robust",
+        description="Attack and defend self-supervised vision encoders across tasks.",
+    )
+    p.add_argument("--version", action="version", version=f"ssl-robust {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser(
+        "bench",
+        help="run the benchmark (the embedded default when no --config is given)",
+        description="Train linear heads and evaluate clean / EmbedAttack / task-attack metrics "
+        "for every encoder × dataset × task of a config. Without --config: the embedded "
+        "default (built-in encoder, synthetic shapes data, no downloads, CPU).",
+    )
+    b.add_argument("--config", help="TOML benchmark config (see configs/ and docs/benchmark.md)")
+    b.add_argument("--out", help="output directory (default: the config's `out`)")
+    b.add_argument("--device", choices=("cpu", "cuda"), help="override the config's device")
+    b.add_argument("--force", action="store_true", help="discard results of a different config in --out")
+    b.add_argument("--no-progress", action="store_true", help="no progress bars")
+    b.set_defaults(func=_bench)
+
+    d = sub.add_parser(
+        "deacl",
+        help="DeACL robust fine-tuning of one encoder",
+        description="Fine-tune an encoder with DeACL from a TOML config with [encoder], [data] "
+        "and [deacl] tables (see docs/robust_finetuning.md); resumes from the checkpoint in "
+        "the output directory.",
+    )
+    d.add_argument("--config", required=True, help="TOML DeACL config")
+    d.add_argument("--out", help="output directory (default: the config's `out`)")
+    d.add_argument("--device", choices=("cpu", "cuda"))
+    d.add_argument("--force", action="store_true", help="restart even if --out holds a checkpoint of another config")
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(func=_deacl)
+
+    r = sub.add_parser(
+        "report",
+        help="re-render tables and figures from DIR/results.json",
+        description="Write DIR/tables.md, DIR/results.csv and DIR/figures/*.png from DIR/results.json.",
+    )
+    r.add_argument("dir", help="a benchmark output directory")
+    r.set_defaults(func=_report)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ssl-robust`` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.func(args)
+    except (
+        _checks.SSLRobustValueError,
+        _checks.SSLRobustTypeError,
+        FileNotFoundError,
+        ModuleNotFoundError,
+    ) as exc:
+        print(f"ssl-robust {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return code
