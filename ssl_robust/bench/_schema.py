@@ -1,0 +1,242 @@
+"""The ``results.json`` contract shared by the benchmark runner and the report.
+
+A benchmark output directory holds ``results.json`` with a list of ``rows`` (one per dataset ×
+encoder × task: clean / EmbedAttack / task-attack metric) and optional ``curves``,
+``deacl_history``, ``galleries``, ``config``, ``versions`` and ``timings`` sections. This module
+names the tasks, their metrics and attacks, and validates a loaded results dict, raising one
+clear error at the first problem found.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._checks import SSLRobustValueError
+
+__all__ = [
+    "ATTACKS",
+    "CURVE_FIELDS",
+    "GALLERY_FIELDS",
+    "ROW_FIELDS",
+    "TASKS",
+    "TaskInfo",
+    "encoder_type_label",
+    "load_results",
+    "task_info",
+    "validate_results",
+]
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """How one task is reported.
+
+    Attributes:
+        table: the paper's table number (1 classification, 2 segmentation, 3 depth).
+        metric: the metric key used in ``results.json`` rows.
+        label: the metric's display name in table headers and figures.
+        name: the metric's name in running text (table titles, relative-change lines).
+        higher_is_better: direction of the metric (arrow ↑ or ↓).
+        attack: display name of the task-specific attack (PGD / SegPGD / DepthPGD).
+    """
+
+    table: int
+    metric: str
+    label: str
+    name: str
+    higher_is_better: bool
+    attack: str
+
+    @property
+    def arrow(self) -> str:
+        """``"↑"`` when higher is better, ``"↓"`` otherwise."""
+        return "↑" if self.higher_is_better else "↓"
+
+
+_TASKS: dict[str, TaskInfo] = {
+    "classification": TaskInfo(1, "accuracy", "Accuracy", "accuracy", True, "PGD"),
+    "segmentation": TaskInfo(2, "miou", "mIoU", "mIoU", True, "SegPGD"),
+    "depth": TaskInfo(3, "rmse", "RMSE", "RMSE", False, "DepthPGD"),
+}
+TASKS: tuple[str, ...] = tuple(_TASKS)
+ATTACKS: tuple[str, ...] = ("embed_attack", "task_attack")
+ROW_FIELDS: tuple[str, ...] = (
+    "task",
+    "dataset",
+    "encoder",
+    "encoder_type",
+    "metric",
+    "clean",
+    "embed_attack",
+    "task_attack",
+)
+_ID_FIELDS: tuple[str, ...] = ("task", "dataset", "encoder", "encoder_type")
+CURVE_FIELDS: tuple[str, ...] = (*_ID_FIELDS, "metric", "attack", "eps", "values")
+GALLERY_FIELDS: tuple[str, ...] = (*_ID_FIELDS, "file")
+_ENCODER_TYPES: dict[str, str] = {"standard": "Standard", "deacl": "DeACL"}
+
+
+def task_info(task: str) -> TaskInfo:
+    """Return the reporting info of ``task`` (one of :data:`TASKS`)."""
+    if task not in _TASKS:
+        raise SSLRobustValueError(f"unknown task {task!r}; valid tasks are: {', '.join(TASKS)}")
+    return _TASKS[task]
+
+
+def encoder_type_label(encoder_type: str) -> str:
+    """Display name of an encoder type: ``"standard"`` → Standard, ``"deacl"`` → DeACL."""
+    return _ENCODER_TYPES.get(encoder_type, encoder_type)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_record(record: object, fields: Sequence[str], where: str) -> Mapping[str, Any]:
+    if not isinstance(record, Mapping):
+        raise SSLRobustValueError(f"{where} must be a JSON object; got {type(record).__name__}")
+    for key in fields:
+        if key not in record:
+            raise SSLRobustValueError(
+                f"{where} is missing the required key {key!r}; expected keys: {', '.join(fields)}"
+            )
+    for key in _ID_FIELDS:
+        if key in fields and not isinstance(record[key], str):
+            raise SSLRobustValueError(
+                f"{where}: {key!r} must be a string; got {type(record[key]).__name__} "
+                f"{record[key]!r}"
+            )
+    if "task" in fields:
+        task = record["task"]
+        if task not in _TASKS:
+            raise SSLRobustValueError(
+                f"{where}: unknown task {task!r}; valid tasks are: {', '.join(TASKS)}"
+            )
+    if "metric" in fields and record["metric"] != _TASKS[record["task"]].metric:
+        raise SSLRobustValueError(
+            f"{where}: task {record['task']!r} reports metric "
+            f"{_TASKS[record['task']].metric!r}; got {record['metric']!r}"
+        )
+    return record
+
+
+def _check_value(value: object, where: str) -> None:
+    if value is not None and not _is_number(value):
+        raise SSLRobustValueError(
+            f"{where} must be a number or null; got {type(value).__name__} {value!r}"
+        )
+
+
+def _section(results: Mapping[str, Any], name: str) -> Sequence[Any]:
+    section = results.get(name)
+    if section is None:
+        return []
+    if not isinstance(section, list):
+        raise SSLRobustValueError(f"results[{name!r}] must be a list; got {type(section).__name__}")
+    return section
+
+
+def validate_results(results: object) -> None:
+    """Check that ``results`` follows the ``results.json`` contract.
+
+    Args:
+        results: the loaded JSON document. ``rows`` is required; ``curves``, ``deacl_history``
+            and ``galleries`` may be absent, null or empty.
+
+    Raises:
+        SSLRobustValueError: (a ``ValueError``) naming the first missing key, unknown task,
+            wrong metric, non-numeric value or inconsistent curve.
+
+    Example:
+        >>> row = {"task": "depth", "dataset": "nyu", "encoder": "vit", "encoder_type": "standard",
+        ...        "metric": "rmse", "clean": 0.5, "embed_attack": 1.3, "task_attack": None}
+        >>> validate_results({"rows": [row]})
+        >>> try:
+        ...     validate_results({"rows": [{**row, "task": "detection"}]})
+        ... except ValueError as err:
+        ...     print(err)
+        rows[0]: unknown task 'detection'; valid tasks are: classification, segmentation, depth
+    """
+    if not isinstance(results, Mapping):
+        raise SSLRobustValueError(
+            f"results must be a JSON object with a 'rows' list; got {type(results).__name__}"
+        )
+    if "rows" not in results:
+        raise SSLRobustValueError("results is missing the required key 'rows'")
+    if not isinstance(results["rows"], list):
+        raise SSLRobustValueError(
+            f"results['rows'] must be a list; got {type(results['rows']).__name__}"
+        )
+    for i, row in enumerate(results["rows"]):
+        rec = _check_record(row, ROW_FIELDS, f"rows[{i}]")
+        for key in ("clean", "embed_attack", "task_attack"):
+            _check_value(rec[key], f"rows[{i}][{key!r}]")
+    for i, curve in enumerate(_section(results, "curves")):
+        rec = _check_record(curve, CURVE_FIELDS, f"curves[{i}]")
+        if rec["attack"] not in ATTACKS:
+            raise SSLRobustValueError(
+                f"curves[{i}]: unknown attack {rec['attack']!r}; valid attacks are: "
+                f"{', '.join(ATTACKS)}"
+            )
+        eps, values = rec["eps"], rec["values"]
+        if not isinstance(eps, list) or not isinstance(values, list) or len(eps) != len(values):
+            raise SSLRobustValueError(
+                f"curves[{i}]: 'eps' and 'values' must be lists of the same length; got "
+                f"{eps!r} and {values!r}"
+            )
+        for j, e in enumerate(eps):
+            if not _is_number(e) or not math.isfinite(e) or e < 0:
+                raise SSLRobustValueError(f"curves[{i}]['eps'][{j}] must be >= 0; got {e!r}")
+        for j, v in enumerate(values):
+            _check_value(v, f"curves[{i}]['values'][{j}]")
+    for i, record in enumerate(_section(results, "deacl_history")):
+        rec = _check_record(record, ("encoder", "epoch"), f"deacl_history[{i}]")
+        if not isinstance(rec["encoder"], str) or not _is_number(rec["epoch"]):
+            raise SSLRobustValueError(
+                f"deacl_history[{i}]: 'encoder' must be a string and 'epoch' a number; got "
+                f"{rec['encoder']!r} and {rec['epoch']!r}"
+            )
+        for key, value in rec.items():
+            if key not in ("encoder", "epoch"):
+                _check_value(value, f"deacl_history[{i}][{key!r}]")
+    for i, gallery in enumerate(_section(results, "galleries")):
+        rec = _check_record(gallery, GALLERY_FIELDS, f"galleries[{i}]")
+        if not isinstance(rec["file"], str) or Path(rec["file"]).is_absolute():
+            raise SSLRobustValueError(
+                f"galleries[{i}]['file'] must be a path relative to the output directory; "
+                f"got {rec['file']!r}"
+            )
+
+
+def load_results(out_dir: str | Path) -> dict[str, Any]:
+    """Read and validate ``out_dir/results.json``.
+
+    Args:
+        out_dir: a benchmark output directory.
+
+    Returns:
+        The parsed results dict.
+
+    Raises:
+        FileNotFoundError: if ``out_dir/results.json`` does not exist.
+        SSLRobustValueError: if the file is not valid JSON or breaks the contract
+            (see :func:`validate_results`).
+    """
+    path = Path(out_dir) / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no results.json in {str(out_dir)!r}; run `ssl-robust bench --out {out_dir}` first"
+        )
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise SSLRobustValueError(
+            f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
+        ) from err
+    validate_results(results)
+    return dict(results)

@@ -1,0 +1,220 @@
+"""Benchmark report: turn a benchmark output directory into tables and figures.
+
+:func:`render_report` reads ``DIR/results.json`` (written by ``ssl-robust bench --out DIR``) and
+writes ``DIR/results.csv``, ``DIR/tables.md`` (the layout of Tables 1–3 of Lorenz et al.) and,
+when matplotlib is installed, PNG figures under ``DIR/figures/`` (see :func:`write_figures`).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ._plots import load_matplotlib, write_figures
+from ._schema import (
+    ROW_FIELDS,
+    TASKS,
+    encoder_type_label,
+    load_results,
+    task_info,
+    validate_results,
+)
+
+__all__ = [
+    "ROW_FIELDS",
+    "TASKS",
+    "load_results",
+    "render_report",
+    "validate_results",
+    "write_figures",
+    "write_tables",
+]
+
+_MISSING = "–"
+_TYPE_ORDER = {"standard": 0, "deacl": 1}
+
+
+def _number(value: object) -> float | None:
+    if value is None:
+        return None
+    v = float(value)  # type: ignore[arg-type]  # validated: int | float
+    return None if math.isnan(v) else v
+
+
+def _fmt(value: object) -> str:
+    v = _number(value)
+    return _MISSING if v is None else f"{v:.2f}"
+
+
+def _csv_cell(value: object) -> object:
+    if isinstance(value, str):
+        return value
+    v = _number(value)
+    return "" if v is None else repr(v)
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _relative_change(value: object, clean: object) -> str:
+    v, c = _number(value), _number(clean)
+    if v is None or c is None or c == 0 or not math.isfinite(v) or not math.isfinite(c):
+        return _MISSING
+    pct = round(100.0 * (v - c) / abs(c))
+    if pct == 0:
+        return "0 %"
+    return f"{'+' if pct > 0 else '−'}{abs(pct)} %"
+
+
+def _sort_key(row: Mapping[str, Any]) -> tuple[str, str, int, str]:
+    etype = row["encoder_type"]
+    return (row["dataset"], row["encoder"], _TYPE_ORDER.get(etype, len(_TYPE_ORDER)), etype)
+
+
+def _task_table(task: str, rows: list[Mapping[str, Any]]) -> list[str]:
+    info = task_info(task)
+    label = f"{info.label} {info.arrow}"
+    lines = [
+        f"### Table {info.table}: {task} {info.name} ({info.arrow})",
+        "",
+        f"| Dataset | Encoder | Encoder Type | Clean {label} | EmbedAttack {label} "
+        f"| {info.attack} {label} |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows = sorted(rows, key=_sort_key)
+    for row in rows:
+        cells = [
+            _md(row["dataset"]),
+            _md(row["encoder"]),
+            _md(encoder_type_label(row["encoder_type"])),
+            _fmt(row["clean"]),
+            _fmt(row["embed_attack"]),
+            _fmt(row["task_attack"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for row in rows:
+        changes = "; ".join(
+            f"{name}: {info.name} {_fmt(row[key])} vs clean {_fmt(row['clean'])} "
+            f"({_relative_change(row[key], row['clean'])})"
+            for name, key in (("EmbedAttack", "embed_attack"), (info.attack, "task_attack"))
+        )
+        who = f"{row['dataset']} / {row['encoder']} ({encoder_type_label(row['encoder_type'])})"
+        lines.append(f"- {_md(who)} — {_md(changes)}")
+    lines.append("")
+    return lines
+
+
+def _flat_timings(timings: object, prefix: str = "") -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    if isinstance(timings, Mapping):
+        for key, value in timings.items():
+            out += _flat_timings(value, f"{prefix}{key}/")
+    elif isinstance(timings, (int, float)) and not isinstance(timings, bool):
+        out.append((prefix.rstrip("/"), float(timings)))
+    return out
+
+
+def write_tables(results: Mapping[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write ``results.csv`` and ``tables.md`` (the paper's Tables 1–3) into ``out_dir``.
+
+    ``results.csv`` holds one line per row with the columns ``task, dataset, encoder,
+    encoder_type, metric, clean, embed_attack, task_attack`` (values at full precision;
+    missing values, None or NaN, are empty cells).
+    ``tables.md`` holds one Markdown table per task present (classification, segmentation,
+    depth), rows sorted by dataset, encoder and encoder type (Standard before DeACL), values
+    with two decimals (``–`` when missing), and under each table the relative change of every
+    attack against the clean value.
+
+    Args:
+        results: a results dict following the ``results.json`` contract.
+        out_dir: the directory to write into (created if missing).
+
+    Returns:
+        ``{"csv": path to results.csv, "markdown": path to tables.md}``.
+
+    Raises:
+        SSLRobustValueError: if ``results`` breaks the contract (see :func:`validate_results`).
+
+    Example:
+        >>> import tempfile
+        >>> row = {"task": "classification", "dataset": "shapes", "encoder": "vit",
+        ...        "encoder_type": "standard", "metric": "accuracy", "clean": 0.93,
+        ...        "embed_attack": 0.1, "task_attack": 0.0}
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     paths = write_tables({"rows": [row]}, d)
+        ...     print(paths["markdown"].read_text().splitlines()[6])
+        | shapes | vit | Standard | 0.93 | 0.10 | 0.00 |
+    """
+    validate_results(results)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[Mapping[str, Any]] = list(results["rows"])
+
+    csv_path = out / "results.csv"
+    with csv_path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(ROW_FIELDS)
+        for row in rows:
+            writer.writerow([_csv_cell(row[k]) for k in ROW_FIELDS])
+
+    lines = ["# Benchmark results", ""]
+    versions = results.get("versions")
+    if isinstance(versions, Mapping) and versions:
+        lines += [" · ".join(f"{k} {v}" for k, v in versions.items()), ""]
+    present = [t for t in TASKS if any(r["task"] == t for r in rows)]
+    if not present:
+        lines += ["_No results._", ""]
+    for task in present:
+        lines += _task_table(task, [r for r in rows if r["task"] == task])
+    timings = _flat_timings(results.get("timings"))
+    if timings:
+        lines += ["## Timings", "", "| Step | Value |", "|---|---|"]
+        lines += [f"| {_md(k or 'total')} | {v:.2f} |" for k, v in timings]
+        lines.append("")
+    md_path = out / "tables.md"
+    md_path.write_text("\n".join(lines), encoding="utf-8")
+    return {"csv": csv_path, "markdown": md_path}
+
+
+def render_report(out_dir: str | Path) -> dict[str, Any]:
+    """Render the report of a benchmark output directory (what ``ssl-robust report DIR`` runs).
+
+    Reads and validates ``out_dir/results.json``, writes the tables (:func:`write_tables`) and,
+    if matplotlib is installed, the figures (:func:`write_figures`).
+
+    Args:
+        out_dir: a directory written by ``ssl-robust bench --out DIR``.
+
+    Returns:
+        ``{"tables": {"csv": Path, "markdown": Path}, "figures": [Path, ...]}``. ``figures`` is
+        empty when matplotlib is missing (a warning says so).
+
+    Raises:
+        FileNotFoundError: if ``out_dir/results.json`` (or a gallery file it names) is missing.
+        SSLRobustValueError: if ``results.json`` is malformed or breaks the contract.
+
+    Example:
+        >>> import json, tempfile
+        >>> from pathlib import Path
+        >>> row = {"task": "depth", "dataset": "nyu", "encoder": "vit", "encoder_type": "deacl",
+        ...        "metric": "rmse", "clean": 0.68, "embed_attack": 0.92, "task_attack": None}
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = (Path(d) / "results.json").write_text(json.dumps({"rows": [row]}))
+        ...     report = render_report(d)
+        ...     print(report["tables"]["markdown"].read_text().splitlines()[-1].split("; ")[0])
+        - nyu / vit (DeACL) — EmbedAttack: RMSE 0.92 vs clean 0.68 (+35 %)
+    """
+    results = load_results(out_dir)
+    tables = write_tables(results, out_dir)
+    try:
+        load_matplotlib()
+    except ModuleNotFoundError as err:
+        warnings.warn(f"tables written, figures skipped: {err}", UserWarning, stacklevel=2)
+        return {"tables": tables, "figures": []}
+    return {"tables": tables, "figures": write_figures(results, out_dir)}
