@@ -1,10 +1,40 @@
-"""Benchmark: spec → runner → report (Markdown/CSV tables, PNG figures)."""
+"""Benchmark: spec → runner → report (Markdown/CSV tables, PNG figures).
+
+>>> from ssl_robust.bench import default_spec, run_benchmark  # doctest: +SKIP
+>>> run_benchmark(default_spec(), out="results/default")      # doctest: +SKIP
+"""
 
 from .report import load_results, render_report, validate_results, write_figures, write_tables
+from .runner import TASK_ATTACK, TASK_METRIC, run_benchmark
+from .spec import (
+    AttackSpec,
+    BenchSpec,
+    DatasetSpec,
+    DeACLSpec,
+    EncoderSpecEntry,
+    EvalSpec,
+    HeadSpec,
+    default_spec,
+    load_spec,
+    spec_from_dict,
+)
 
 __all__ = [
+    "TASK_ATTACK",
+    "TASK_METRIC",
+    "AttackSpec",
+    "BenchSpec",
+    "DatasetSpec",
+    "DeACLSpec",
+    "EncoderSpecEntry",
+    "EvalSpec",
+    "HeadSpec",
+    "default_spec",
     "load_results",
+    "load_spec",
     "render_report",
+    "run_benchmark",
+    "spec_from_dict",
     "validate_results",
     "write_figures",
     "write_tables",

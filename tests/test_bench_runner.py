@@ -1,0 +1,148 @@
+"""The benchmark runner end to end on a tiny spec: outputs, resume, config guard, sharing."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from ssl_robust.bench import load_results, run_benchmark
+from ssl_robust.bench.spec import (
+    AttackSpec,
+    BenchSpec,
+    DatasetSpec,
+    DeACLSpec,
+    EncoderSpecEntry,
+    EvalSpec,
+    HeadSpec,
+)
+
+
+def tiny_spec(*, steps: int = 2, deacl: bool = True, curve: bool = True) -> BenchSpec:
+    encoders = [EncoderSpecEntry(name="tiny", registry="vit_test")]
+    if deacl:
+        encoders.append(
+            EncoderSpecEntry(
+                name="tiny_deacl",
+                deacl=DeACLSpec(
+                    base="tiny", dataset="shapes", train_size=16, batch_size=8,
+                    config={"epochs": 1, "warmup_epochs": 0, "steps": 1, "augment": False},
+                ),
+            )
+        )
+    return BenchSpec(
+        encoders=tuple(encoders),
+        datasets=(
+            DatasetSpec(
+                name="shapes", dataset="shapes",
+                tasks=("classification", "segmentation", "depth"), image_size=16,
+                options={"size": 32},
+            ),
+        ),
+        attack=AttackSpec(steps=steps, curve_eps=(2 / 255,) if curve else (), curve_subset=4),
+        heads={t: HeadSpec(epochs=1, train_size=16, batch_size=8)
+               for t in ("classification", "segmentation", "depth")},
+        eval=EvalSpec(subset=8, batch_size=4, gallery=2),
+        threads=1,
+    )
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    results = run_benchmark(tiny_spec(), out=out, progress=False)
+    return out, results
+
+
+def test_outputs_and_row_schema(finished):
+    out, results = finished
+    assert (out / "results.json").exists() and (out / "results.csv").exists()
+    assert (out / "tables.md").exists()
+    rows = results["rows"]
+    assert len(rows) == 6  # 2 encoders × 3 tasks
+    for r in rows:
+        assert set(r) == {"task", "dataset", "encoder", "encoder_type", "metric", "clean",
+                          "embed_attack", "task_attack"}
+        assert r["metric"] == {"classification": "accuracy", "segmentation": "miou",
+                               "depth": "rmse"}[r["task"]]
+        assert all(isinstance(r[k], float) and math.isfinite(r[k])
+                   for k in ("clean", "embed_attack", "task_attack"))
+    assert {r["encoder_type"] for r in rows} == {"standard", "deacl"}
+    assert load_results(out)["rows"] == rows
+    assert results["versions"]["torch"] == torch.__version__
+    figures = {p.name for p in (out / "figures").glob("*.png")}
+    assert {"eps_curves_classification.png", "deacl_history.png"} <= figures
+    assert any(name.startswith("gallery_shapes_segmentation") for name in figures)
+
+
+def test_curves_end_at_the_main_result(finished):
+    _, results = finished
+    for c in results["curves"]:
+        row = next(r for r in results["rows"] if r["task"] == c["task"]
+                   and r["encoder"] == c["encoder"])
+        assert c["eps"][0] == 0.0 and c["eps"][-1] == pytest.approx(8 / 255)
+        assert len(c["eps"]) == len(c["values"]) == 3
+        # the curve uses the first curve_subset images; with 8 eval images and 4 on the curve
+        # the end point is a metric on a prefix of the same adversarial examples
+        assert all(math.isfinite(v) for v in c["values"])
+        assert row["metric"] == c["metric"]
+
+
+def test_embed_attack_examples_computed_once_per_token_type(finished):
+    _, results = finished
+    per = [(e["encoder"], e["tokens"], e["heads"]) for e in results["timings"]["embed_attacks"]]
+    assert sorted(per) == sorted([
+        ("tiny", "cls", 1), ("tiny", "patch", 2), ("tiny_deacl", "cls", 1),
+        ("tiny_deacl", "patch", 2),
+    ])
+    assert results["timings"]["embed_attack_saved_seconds"] > 0
+
+
+def test_deacl_history_recorded(finished):
+    _, results = finished
+    hist = results["deacl_history"]
+    assert [h["epoch"] for h in hist] == [0, 1]
+    for h in hist:
+        assert -1 <= h["clean_alignment"] <= 1 and -1 <= h["embed_cosine"] <= 1
+        assert 0 <= h["clean_accuracy"] <= 1
+    assert hist[0]["clean_alignment"] == pytest.approx(1.0, abs=1e-5)  # student == teacher
+
+
+def test_rerun_skips_finished_cells_and_refuses_other_configs(finished, tmp_path):
+    out, results = finished
+    before = json.loads((out / "results.json").read_text())
+    again = run_benchmark(tiny_spec(), out=out, progress=False)
+    assert again["rows"] == before["rows"]
+    assert again["timings"]["embed_attacks"] == []  # nothing recomputed
+    with pytest.raises(ValueError, match="different benchmark config.*--force"):
+        run_benchmark(tiny_spec(steps=3), out=out, progress=False)
+
+
+def test_force_starts_over_and_resume_after_partial_run(tmp_path):
+    spec = tiny_spec(deacl=False, curve=False)
+    out = tmp_path / "run"
+    full = run_benchmark(spec, out=out, progress=False, render=False)
+    # drop one finished cell: a rerun computes only that one
+    data = json.loads((out / "results.json").read_text())
+    data["rows"] = data["rows"][:2]
+    (out / "results.json").write_text(json.dumps(data))
+    resumed = run_benchmark(spec, out=out, progress=False, render=False)
+    assert [r["task"] for r in resumed["rows"]] == [r["task"] for r in full["rows"]]
+    for a, b in zip(resumed["rows"], full["rows"], strict=True):
+        for key in ("clean", "embed_attack", "task_attack"):
+            assert a[key] == pytest.approx(b[key], abs=1e-6), (a, key)
+    other = tiny_spec(steps=1, deacl=False, curve=False)
+    forced = run_benchmark(other, out=out, force=True, progress=False, render=False)
+    assert len(forced["rows"]) == 3
+
+
+def test_missing_dataset_root_is_reported(tmp_path):
+    spec = BenchSpec(
+        encoders=(EncoderSpecEntry(name="tiny", registry="vit_test"),),
+        datasets=(DatasetSpec(name="c10", dataset="cifar10", tasks=("classification",),
+                              root=str(tmp_path / "nope"), image_size=16),),
+    )
+    with pytest.raises(FileNotFoundError, match="expected this layout"):
+        run_benchmark(spec, out=tmp_path / "o", progress=False)
