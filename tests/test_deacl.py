@@ -7,7 +7,10 @@ from typing import Any
 
 import pytest
 import torch
-from _helpers_deacl import synthetic_images
+from _helpers_deacl import (
+    one_thread,  # noqa: F401  (fixture)
+    synthetic_images,
+)
 from conftest import tiny_vit
 from torch import Tensor, nn
 
@@ -23,6 +26,8 @@ from ssl_robust.defenses import (
 from ssl_robust.encoders import EncoderOutput
 
 CFG = DeACLConfig(steps=3, gamma=1.5, augment=False, epochs=4, warmup_epochs=1)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cos(a: Tensor, b: Tensor) -> Tensor:
