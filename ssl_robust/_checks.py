@@ -272,7 +272,9 @@ def images_from_batch(batch: object, *, name: str = "loader") -> Tensor:
     Raises:
         SSLRobustTypeError: the batch is neither an image tensor nor an ``(images, ...)``
             tuple/list whose first item is one.
-        SSLRobustValueError: the images are not (B, C, H, W) in [0, 1].
+        SSLRobustValueError: the images are not (B, C, H, W).
+
+    The values (range [0, 1]) are checked where the images are used, once.
     """
     images = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
     if not isinstance(images, Tensor):
@@ -288,4 +290,4 @@ def images_from_batch(batch: object, *, name: str = "loader") -> Tensor:
             f"{name} must yield image batches: a tensor (B, C, H, W) in [0, 1] or a tuple "
             f"(images, ...); got {got}{hint}"
         )
-    return check_images(images, name=f"images from the {name}")
+    return check_image_tensor(images, name=f"images from the {name}")

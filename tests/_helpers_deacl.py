@@ -84,6 +84,7 @@ def _ddp(out: Path) -> None:
     (out / f"rank{rank}.txt").write_text(
         f"{weights_hash(trainer.student)} {teacher_hash} {len(history)} {seen}"
     )
+    dist.barrier()  # nobody tears gloo down while a peer still talks to it
     dist.destroy_process_group()
 
 

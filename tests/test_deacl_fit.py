@@ -113,7 +113,8 @@ def test_torchrun_two_gloo_processes_end_identical(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert proc.returncode == 0, f"{written}\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}"
     ranks = [(tmp_path / f"rank{r}.txt").read_text().split() for r in (0, 1)]
     assert ranks[0] == ranks[1]  # student and teacher hashes, epochs run, sampler epoch
     student_hash, teacher_hash, epochs_run, sampler_epoch = ranks[0]

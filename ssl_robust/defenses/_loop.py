@@ -84,8 +84,21 @@ def _wrap_ddp(trainer: DeACLTrainer) -> nn.Module:
     return DistributedDataParallel(
         trainer.student,
         device_ids=[device] if device.type == "cuda" else None,
-        find_unused_parameters=True,  # e.g. DINOv2's mask_token never enters the forward
+        # Parameters that never enter the forward (DINOv2's mask_token) must not stall the
+        # reduction. (static_graph=True was tried: ranks diverged under the gloo test.)
+        find_unused_parameters=True,
     )
+
+
+def _check_same_epoch(trainer: DeACLTrainer) -> None:
+    """Every rank must start from the same epoch (the checkpoint must be visible to all)."""
+    epochs = torch.tensor([trainer.epoch, -trainer.epoch], device=trainer.device)
+    dist.all_reduce(epochs, op=dist.ReduceOp.MAX)
+    if int(epochs[0]) != -int(epochs[1]):
+        raise _checks.SSLRobustValueError(
+            f"ranks resume from different epochs ({-int(epochs[1])} to {int(epochs[0])}); "
+            "checkpoint_dir must be on a filesystem every rank can read"
+        )
 
 
 def _run_callbacks(
@@ -153,6 +166,8 @@ def fit(
     path = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_NAME
     if path is not None and path.exists() and not overwrite:
         _load_checkpoint(trainer, path)
+    if distributed:
+        _check_same_epoch(trainer)
     if trainer.epoch >= total:
         return []
 

@@ -160,6 +160,17 @@ class DeACLTrainer:
             (``fit`` steps it once per epoch; in your own loop call ``trainer.scheduler.step()``
             after each epoch).
 
+    Attributes:
+        student: the encoder being fine-tuned (never wrapped; ``fit`` wraps it in DDP
+            internally).
+        teacher: the frozen reference encoder.
+        config: the :class:`DeACLConfig`.
+        generator: the trainer's random source (CPU ``torch.Generator``).
+        optimizer: the optimizer.
+        scheduler: the learning-rate scheduler (stepped per epoch).
+        attack: the training :class:`~ssl_robust.attacks.EmbedAttack` on the student.
+        epoch: epochs completed by :meth:`fit` (restored from checkpoints).
+
     Raises:
         SSLRobustTypeError: student/teacher not modules, config not a DeACLConfig.
         SSLRobustValueError: teacher is the student itself, or their embedding sizes differ.
