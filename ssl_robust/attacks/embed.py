@@ -35,7 +35,7 @@ def embedding_distance(
     if distance == "l2":
         return (emb - ref).pow(2).flatten(1).sum(1)
     cos = F.cosine_similarity(emb, ref, dim=-1, eps=1e-8)
-    return (1 - cos).flatten(1).mean(1)
+    return (1 - cos).reshape(cos.shape[0], -1).mean(1)  # (B,) for CLS, (B, N) for tokens
 
 
 class EmbedAttack(Attack):
