@@ -426,3 +426,23 @@ def test_encoder_output_container(vit, images):
     assert sub.cls.shape == (2, 32) and sub.patches.shape == (2, 16, 32)
     assert out.patch_map().shape == (6, 32, 4, 4)
     torch.testing.assert_close(out.patch_map()[:, :, 1, 2], out.patches[:, 1 * 4 + 2])
+
+
+@pytest.mark.parametrize("tokens", ["cls", "patch"])
+@pytest.mark.parametrize("distance", ["l2", "cosine"])
+def test_embedding_distance_matches_formula(tokens, distance, vit, images):
+    from ssl_robust.attacks import embedding_distance
+
+    with torch.no_grad():
+        out, ref = vit(images), vit(images.flip(-1))
+    e = out.cls if tokens == "cls" else out.patches
+    r = ref.cls if tokens == "cls" else ref.patches
+    got = embedding_distance(e, r, distance)
+    if distance == "l2":
+        want = ((e - r) ** 2).reshape(len(e), -1).sum(1)
+    else:
+        cos = (e * r).sum(-1) / (e.norm(dim=-1) * r.norm(dim=-1))
+        want = (1 - cos).reshape(len(e), -1).mean(1)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    res = EmbedAttack(vit, tokens=tokens, distance=distance, steps=2, generator=_gen()).run(images)
+    assert res.loss.shape == (6,) and (res.loss > 0).all()
