@@ -23,7 +23,7 @@ def _prepare(
     if not isinstance(pred, Tensor):
         raise _checks.SSLRobustTypeError(f"pred must be a tensor; got {type(pred).__name__}")
     p = _checks.check_depth_map(pred, name="pred", check_negative=False)
-    t = _checks.check_depth_map(target, batch=p.shape[0], size=tuple(p.shape[1:]),
+    t = _checks.check_depth_map(target, batch=p.shape[0], size=(int(p.shape[1]), int(p.shape[2])),
                                 name="target")
     if mask is None:
         m = t > 0

@@ -55,7 +55,7 @@ class DepthMetrics(Metric):
             raise _checks.SSLRobustTypeError(f"pred must be a tensor; got {type(pred).__name__}")
         p = _checks.check_depth_map(pred, name="pred", check_negative=False)
         t = _checks.check_depth_map(
-            target, batch=p.shape[0], size=tuple(p.shape[1:]), name="target"
+            target, batch=p.shape[0], size=(int(p.shape[1]), int(p.shape[2])), name="target"
         ).to(p.device)
         p, t = p.detach().double(), t.double()
         m = self.valid_mask(t)
