@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 
+import pytest
 import torch
 
-from ssl_robust.adaptors import LinearDepther, LinearSegmenter, TaskModel, fit
+from ssl_robust.adaptors import LinearDepther, LinearSegmenter, TaskModel
 from ssl_robust.encoders import VisionTransformer
+from ssl_robust.losses import depth_loss
 
 NUM_CLASSES = 3
 COLOURS = torch.tensor([[0.45, 0.45, 0.45], [0.9, 0.15, 0.1], [0.1, 0.2, 0.9]])
@@ -42,18 +45,39 @@ def encoder(seed: int = 0, size: int = 16) -> VisionTransformer:
     ).eval()
 
 
+def _fit_head(model: TaskModel, images: torch.Tensor, target: torch.Tensor, loss_fn, steps: int) -> TaskModel:  # type: ignore[no-untyped-def]
+    """Fit the head on cached features (fast; ``fit()`` itself is tested in test_fit.py)."""
+    with torch.no_grad():
+        feats = model.encoder(images)
+    opt = torch.optim.Adam(model.adaptor.parameters(), lr=5e-2)
+    model.adaptor.train()
+    for _ in range(steps):
+        loss = loss_fn(model.adaptor(feats, (images.shape[2], images.shape[3])), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
 @functools.lru_cache(maxsize=None)
 def fitted_segmenter() -> TaskModel:
     images, masks, _ = scenes(32, seed=1)
     model = TaskModel(encoder(), LinearSegmenter(32, NUM_CLASSES))
-    fit(model, [(images, masks)], epochs=60, lr=5e-2, hflip=False, vflip=False, crop=False,
-        progress=False)
-    return model
+    return _fit_head(model, images, masks, torch.nn.functional.cross_entropy, 60)
 
 
 @functools.lru_cache(maxsize=None)
 def fitted_depther() -> TaskModel:
     images, _, depth = scenes(32, seed=1)
     model = TaskModel(encoder(), LinearDepther(32, max_depth=8.0, bins=32))
-    fit(model, [(images, depth)], epochs=60, lr=5e-2, progress=False)
-    return model
+    return _fit_head(model, images, depth, lambda p, t: depth_loss(p, t).mean(), 60)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Run these tiny models single-threaded: on a loaded 2-core machine, intra-op threads
+    spin against each other and make small ops 10-100x slower. Restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _helpers_dense import encoder
+from _helpers_dense import encoder, one_thread  # noqa: F401
 from ssl_robust import SSLRobustTypeError, SSLRobustValueError
 from ssl_robust.adaptors import (
     LinearDepther,

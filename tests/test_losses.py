@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from _helpers_dense import one_thread  # noqa: F401
 from ssl_robust import SSLRobustTypeError, SSLRobustValueError
 from ssl_robust.losses import (
     depth_loss,
