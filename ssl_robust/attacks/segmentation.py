@@ -10,7 +10,7 @@ from typing_extensions import Unpack
 
 from .. import _checks
 from ..encoders.base import EncoderOutput
-from ..losses.segmentation import _segpgd_loss
+from ..losses.segmentation import _correct, _segpgd_loss
 from .base import Attack, AttackOptions
 
 __all__ = ["SegPGD"]
@@ -23,7 +23,8 @@ class SegPGD(Attack):
     :math:`\frac{1}{N}\big((1-\lambda_t)\sum_{P^T}\mathrm{CE} + \lambda_t\sum_{P^F}\mathrm{CE}\big)`
     with :math:`\lambda_t = t / (2T)` (see :func:`~ssl_robust.losses.segpgd_loss`): first it
     pushes the correctly classified pixels over, later it weighs both sets. Cross-entropy on
-    the logits; ``ignore_index`` pixels count nowhere. An image succeeds when the share of its
+    the logits; ``ignore_index`` pixels count nowhere; "correct" means the label's logit is the
+    largest (argmax == label up to exact ties). An image succeeds when the share of its
     valid pixels still classified correctly falls below ``success_threshold`` (images without
     any valid pixel never succeed). ``select="best"`` keeps the first successful iterate, else
     the one with the lowest share of correct pixels (the weighted loss is not comparable
@@ -74,50 +75,61 @@ class SegPGD(Attack):
         if thr > 1:
             raise _checks.SSLRobustValueError(f"success_threshold must be in [0, 1]; got {thr}")
         self.success_threshold = thr
+        self._share: tuple[Tensor, Tensor] | None = None  # per-forward cache, never across calls
 
-    def prepare_target(self, images: Tensor, target: Any) -> Tensor:
+    def prepare_target(self, images: Tensor, target: Any) -> tuple[Tensor, Tensor, Tensor]:
         if target is None:
             raise _checks.SSLRobustTypeError(
                 "SegPGD needs masks: call attack(images, masks) with masks of shape "
                 f"({images.shape[0]}, {images.shape[2]}, {images.shape[3]})"
             )
-        return _checks.check_masks(
+        self._share = None
+        masks = _checks.check_masks(
             target, batch=images.shape[0], size=(images.shape[2], images.shape[3]),
             device=images.device,
         )
+        valid = masks != self.ignore_index
+        return masks, valid, masks.masked_fill(~valid, 0)
 
-    def check_output(self, output: Any, target: Tensor) -> None:
+    def check_output(self, output: Any, target: tuple[Tensor, Tensor, Tensor]) -> None:
+        masks = target[0]
         if isinstance(output, EncoderOutput) or not isinstance(output, Tensor) or (
-            output.ndim != 4 or output.shape[-2:] != target.shape[-2:]
+            output.ndim != 4 or output.shape[-2:] != masks.shape[-2:]
         ):
             raise _checks.SSLRobustValueError(
-                f"SegPGD needs a model that returns logits (B, K, {target.shape[-2]}, "
-                f"{target.shape[-1]}) at the mask resolution; got {_checks._shape(output)} — "
+                f"SegPGD needs a model that returns logits (B, K, {masks.shape[-2]}, "
+                f"{masks.shape[-1]}) at the mask resolution; got {_checks._shape(output)} — "
                 "use TaskModel(encoder, LinearSegmenter(...))"
             )
-        _checks.check_mask_range(target, output.shape[1], ignore_index=self.ignore_index)
+        _checks.check_mask_range(masks, output.shape[1], ignore_index=self.ignore_index)
 
-    def _terms(self, output: Tensor, target: Tensor, step: int) -> tuple[Tensor, Tensor]:
-        return _segpgd_loss(
-            output, target, step=step, steps=self.steps, ignore_index=self.ignore_index,
-            normalize=self.normalize,
+    def loss(self, output: Tensor, target: tuple[Tensor, Tensor, Tensor], step: int) -> Tensor:
+        masks, valid, safe = target
+        loss, share = _segpgd_loss(
+            output, masks, step=step, steps=self.steps, ignore_index=self.ignore_index,
+            normalize=self.normalize, valid=valid, safe_target=safe,
         )
+        # success() and score() of the same forward reuse the share; score() drops it.
+        self._share = (output, share)
+        return loss
 
-    def loss(self, output: Tensor, target: Tensor, step: int) -> Tensor:
-        return self._terms(output, target, step)[0]
-
-    def correct_share(self, output: Tensor, target: Tensor) -> Tensor:
+    def correct_share(self, output: Tensor, target: tuple[Tensor, Tensor, Tensor]) -> Tensor:
         """(B,) share of the valid pixels classified correctly (0 when none is valid)."""
-        valid = target != self.ignore_index
-        correct = (output.detach().argmax(1) == target) & valid
+        cached = getattr(self, "_share", None)
+        if cached is not None and cached[0] is output:
+            return cached[1]
+        _, valid, safe = target
+        correct = _correct(output, safe, valid)
         return correct.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
 
-    def success(self, output: Tensor, target: Tensor) -> Tensor:
-        has_valid = (target != self.ignore_index).flatten(1).any(1)
+    def success(self, output: Tensor, target: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        has_valid = target[1].flatten(1).any(1)
         return (self.correct_share(output, target) < self.success_threshold) & has_valid
 
-    def score(self, output: Tensor, target: Tensor) -> Tensor:
-        return -self.correct_share(output, target)
+    def score(self, output: Tensor, target: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        share = self.correct_share(output, target)
+        self._share = None
+        return -share
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (

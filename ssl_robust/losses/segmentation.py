@@ -17,15 +17,14 @@ def _upcast(t: Tensor) -> Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-def _segpgd_terms(
-    logits: Tensor, target: Tensor, ignore_index: int
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-pixel CE (0 on ignored pixels), the correct mask and the valid mask, all (B, H, W)."""
-    logits = _upcast(logits)
-    valid = target != ignore_index
-    ce = F.cross_entropy(logits, target.masked_fill(~valid, 0), reduction="none")
-    correct = (logits.detach().argmax(1) == target) & valid
-    return ce, correct, valid
+def _correct(logits: Tensor, safe_target: Tensor, valid: Tensor) -> Tensor:
+    """Valid pixels whose label has the largest logit (argmax == label, up to exact ties).
+
+    Computed as ``logit[label] >= max(logits)``: the same set as ``argmax == label`` except for
+    exact ties, and much cheaper than ``argmax`` over the channel dimension on CPU.
+    """
+    z = logits.detach()
+    return (z.gather(1, safe_target.unsqueeze(1)).squeeze(1) >= z.amax(1)) & valid
 
 
 def _segpgd_loss(
@@ -36,15 +35,28 @@ def _segpgd_loss(
     steps: int,
     ignore_index: int,
     normalize: str,
+    valid: Tensor | None = None,
+    safe_target: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Unchecked SegPGD loss; also returns the share of correct valid pixels per image."""
-    ce, correct, valid = _segpgd_terms(logits, target, ignore_index)
+    """Unchecked SegPGD loss; also returns the share of correct valid pixels per image.
+
+    ``valid`` (target != ignore_index) and ``safe_target`` (target with ignored pixels set to
+    0) may be passed precomputed.
+    """
+    logits = _upcast(logits)
+    if valid is None:
+        valid = target != ignore_index
+    if safe_target is None:
+        safe_target = target.masked_fill(~valid, 0)
+    ce = F.cross_entropy(logits, safe_target, reduction="none").flatten(1)
+    correct = _correct(logits, safe_target, valid).flatten(1)
+    valid_f = valid.flatten(1).to(ce.dtype)
     lam = step / (2 * max(steps, 1))
-    weight = torch.where(correct, 1.0 - lam, lam).to(ce.dtype) * valid
-    n_valid = valid.flatten(1).sum(1).clamp_min(1).to(ce.dtype)
-    n = n_valid if normalize == "valid" else torch.full_like(n_valid, valid[0].numel())
-    loss = (weight * ce).flatten(1).sum(1) / n
-    share = correct.flatten(1).sum(1).to(ce.dtype) / n_valid
+    weight = torch.where(correct, 1.0 - lam, lam * valid_f)  # correct implies valid
+    n_valid = valid_f.sum(1).clamp_min(1)
+    n = n_valid if normalize == "valid" else torch.full_like(n_valid, valid_f.shape[1])
+    loss = torch.linalg.vecdot(weight, ce) / n
+    share = correct.sum(1).to(ce.dtype) / n_valid
     return loss, share
 
 
