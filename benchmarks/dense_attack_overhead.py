@@ -5,8 +5,8 @@ same loss; the bare loop does only forward, loss, ``torch.autograd.grad`` w.r.t.
 perturbation and the signed step + clamp. The ratio is attack time / bare time: everything the
 library adds (input checks, state freeze/restore, best-iterate tracking, success/score
 bookkeeping, the final scoring forward). A second ratio compares with the bare loop plus the
-one no-grad scoring forward the core performs by contract (DESIGN.md), and a third compares with a bare loop on a trivial
-loss (``output.sum()``), i.e. it also counts the cost of the task loss itself.
+one no-grad scoring forward the core performs by contract (DESIGN.md), and a third compares
+with a bare loop on a trivial loss (``output.sum()``), i.e. it also counts the cost of the task loss itself.
 
 Run: ``python benchmarks/dense_attack_overhead.py [--batch 16] [--steps 20] [--repeats 7]``.
 Times are medians over interleaved repeats, measured in this one process, on CPU; the
@@ -33,7 +33,9 @@ EPS, STEP = 8 / 255, 2 / 255
 
 
 def bare_loop(
-    model: torch.nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
     steps: int,
     score_forward: bool = False,
 ) -> torch.Tensor:
@@ -68,7 +70,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
-        "--clock", choices=tuple(CLOCKS), default="cpu",
+        "--clock",
+        choices=tuple(CLOCKS),
+        default="cpu",
         help="cpu: process CPU time (stable on a shared machine with --threads 1); wall: wall",
     )
     args = ap.parse_args()
@@ -93,37 +97,48 @@ def main() -> None:
     cases = {
         "SegPGD": (
             lambda: SegPGD(seg, steps=args.steps, generator=torch.Generator().manual_seed(0))(
-                x, masks),
+                x, masks
+            ),
             lambda: bare_loop(seg, x, seg_ce, args.steps),
             lambda: bare_loop(seg, x, seg_ce, args.steps, score_forward=True),
             lambda: bare_loop(seg, x, lambda o: o.flatten(1).sum(1), args.steps),
         ),
         "DepthPGD": (
             lambda: DepthPGD(dep, steps=args.steps, generator=torch.Generator().manual_seed(0))(
-                x, depth),
+                x, depth
+            ),
             lambda: bare_loop(dep, x, lambda o: _depth_loss(o[:, 0], depth, dmask), args.steps),
             lambda: bare_loop(
-                dep, x, lambda o: _depth_loss(o[:, 0], depth, dmask), args.steps,
+                dep,
+                x,
+                lambda o: _depth_loss(o[:, 0], depth, dmask),
+                args.steps,
                 score_forward=True,
             ),
             lambda: bare_loop(dep, x, lambda o: o.flatten(1).sum(1), args.steps),
         ),
     }
-    print(f"batch={args.batch} size={args.size} steps={args.steps} repeats={args.repeats} "
-          f"threads={args.threads} clock={args.clock} torch={torch.__version__}")
-    print("| attack | attack s | bare, same loss s | ratio | bare + scoring forward s | ratio "
-          "| bare, sum loss s | ratio |")
+    print(
+        f"batch={args.batch} size={args.size} steps={args.steps} repeats={args.repeats} "
+        f"threads={args.threads} clock={args.clock} torch={torch.__version__}"
+    )
+    print(
+        "| attack | attack s | bare, same loss s | ratio | bare + scoring forward s | ratio "
+        "| bare, sum loss s | ratio |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, fns in cases.items():
         for fn in fns:  # warm-up
             fn()
         times: list[list[float]] = [[] for _ in fns]
         for _ in range(args.repeats):
-            for fn, acc in zip(fns, times):
+            for fn, acc in zip(fns, times, strict=True):
                 acc.append(timed(fn, clock))
         a, b, s, t = (statistics.median(v) for v in times)
-        print(f"| {name} | {a:.3f} | {b:.3f} | {a / b:.3f} | {s:.3f} | {a / s:.3f} | {t:.3f} "
-              f"| {a / t:.3f} |")
+        print(
+            f"| {name} | {a:.3f} | {b:.3f} | {a / b:.3f} | {s:.3f} | {a / s:.3f} | {t:.3f} "
+            f"| {a / t:.3f} |"
+        )
 
 
 if __name__ == "__main__":

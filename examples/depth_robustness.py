@@ -33,8 +33,10 @@ def make_scenes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         top = torch.randint(0, SIZE // 2, (n, 2), generator=g)
         ext = torch.randint(SIZE // 4, SIZE // 2 + 1, (n, 2), generator=g)
         inside = (
-            (yy >= top[:, :1, None]) & (yy < (top[:, 0] + ext[:, 0])[:, None, None])
-            & (xx >= top[:, 1:, None]) & (xx < (top[:, 1] + ext[:, 1])[:, None, None])
+            (yy >= top[:, :1, None])
+            & (yy < (top[:, 0] + ext[:, 0])[:, None, None])
+            & (xx >= top[:, 1:, None])
+            & (xx < (top[:, 1] + ext[:, 1])[:, None, None])
         )
         labels[inside] = cls
     images = COLOURS[labels].permute(0, 3, 1, 2)

@@ -31,8 +31,10 @@ def make_scenes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         top = torch.randint(0, SIZE // 2, (n, 2), generator=g)
         ext = torch.randint(SIZE // 4, SIZE // 2 + 1, (n, 2), generator=g)
         inside = (
-            (yy >= top[:, :1, None]) & (yy < (top[:, 0] + ext[:, 0])[:, None, None])
-            & (xx >= top[:, 1:, None]) & (xx < (top[:, 1] + ext[:, 1])[:, None, None])
+            (yy >= top[:, :1, None])
+            & (yy < (top[:, 0] + ext[:, 0])[:, None, None])
+            & (xx >= top[:, 1:, None])
+            & (xx < (top[:, 1] + ext[:, 1])[:, None, None])
         )
         masks[inside] = cls
     images = COLOURS[masks].permute(0, 3, 1, 2)
@@ -59,8 +61,17 @@ def main() -> None:
     batches = [(train[0][i : i + 16], train[1][i : i + 16]) for i in range(0, 64, 16)]
     # The paper's segmentation preset (AdamW, wd 1e-3, crops + flips), fewer epochs and a
     # larger learning rate for a tiny random-init encoder.
-    fit(model, batches, preset="segmentation", epochs=30, lr=3e-2, ignore_index=IGNORE,
-        crop_size=24, generator=torch.Generator().manual_seed(0), progress=False)
+    fit(
+        model,
+        batches,
+        preset="segmentation",
+        epochs=30,
+        lr=3e-2,
+        ignore_index=IGNORE,
+        crop_size=24,
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )
 
     images, masks = make_scenes(32, seed=2)
     gen = torch.Generator().manual_seed(0)

@@ -384,6 +384,7 @@ def check_pair(name: str, value: object, *, minimum: int = 1) -> tuple[int, int]
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise SSLRobustValueError(f"{name} must be an int or (height, width); got {value!r}")
-        return check_int(name, value[0], minimum=minimum), check_int(name, value[1], minimum=minimum)
+        first = check_int(name, value[0], minimum=minimum)
+        return first, check_int(name, value[1], minimum=minimum)
     v = check_int(name, value, minimum=minimum)
     return v, v

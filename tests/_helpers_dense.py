@@ -17,7 +17,9 @@ COLOURS = torch.tensor([[0.45, 0.45, 0.45], [0.9, 0.15, 0.1], [0.1, 0.2, 0.9]])
 DEPTHS = torch.tensor([6.0, 1.5, 3.0])
 
 
-def scenes(n: int, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def scenes(
+    n: int, size: int = 16, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Coloured rectangles on a grey background: images (n,3,s,s), masks (n,s,s), depth (n,s,s)."""
     g = torch.Generator().manual_seed(seed)
     masks = torch.zeros(n, size, size, dtype=torch.long)
@@ -40,12 +42,12 @@ def scenes(n: int, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.T
 
 def encoder(seed: int = 0, size: int = 16) -> VisionTransformer:
     torch.manual_seed(seed)
-    return VisionTransformer(
-        img_size=size, patch_size=4, embed_dim=32, depth=2, num_heads=2
-    ).eval()
+    return VisionTransformer(img_size=size, patch_size=4, embed_dim=32, depth=2, num_heads=2).eval()
 
 
-def _fit_head(model: TaskModel, images: torch.Tensor, target: torch.Tensor, loss_fn, steps: int) -> TaskModel:  # type: ignore[no-untyped-def]
+def _fit_head(
+    model: TaskModel, images: torch.Tensor, target: torch.Tensor, loss_fn, steps: int
+) -> TaskModel:  # type: ignore[no-untyped-def]
     """Fit the head on cached features (fast; ``fit()`` itself is tested in test_fit.py)."""
     with torch.no_grad():
         feats = model.encoder(images)
@@ -59,14 +61,14 @@ def _fit_head(model: TaskModel, images: torch.Tensor, target: torch.Tensor, loss
     return model.eval()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fitted_segmenter() -> TaskModel:
     images, masks, _ = scenes(32, seed=1)
     model = TaskModel(encoder(), LinearSegmenter(32, NUM_CLASSES))
     return _fit_head(model, images, masks, torch.nn.functional.cross_entropy, 60)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fitted_depther() -> TaskModel:
     images, _, depth = scenes(32, seed=1)
     model = TaskModel(encoder(), LinearDepther(32, max_depth=8.0, bins=32))

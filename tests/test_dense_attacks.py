@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-
 from _helpers_dense import (  # noqa: F401
     NUM_CLASSES,
     encoder,
@@ -15,6 +14,7 @@ from _helpers_dense import (  # noqa: F401
     one_thread,
     scenes,
 )
+
 from ssl_robust import SSLRobustTypeError, SSLRobustValueError
 from ssl_robust.adaptors import LinearDepther, LinearSegmenter, SlidingWindow, TaskModel
 from ssl_robust.attacks import DepthPGD, EmbedAttack, SegPGD, pgd
@@ -97,7 +97,7 @@ def test_depthpgd_multiplies_rmse(data) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_embed_attack_patch_tokens_on_dense_task(data) -> None:  # type: ignore[no-untyped-def]
-    x, _, d = data
+    x = data[0]
     model = fitted_depther()
     res = EmbedAttack(model.encoder, tokens="patch", generator=gen()).run(x)
     assert (res.adversarial - x).abs().max() <= EPS + 1e-6

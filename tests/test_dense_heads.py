@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from _helpers_dense import encoder, one_thread  # noqa: F401
+
 from ssl_robust import SSLRobustTypeError, SSLRobustValueError
 from ssl_robust.adaptors import (
     LinearDepther,
@@ -23,9 +23,7 @@ G = torch.Generator().manual_seed(0)
 
 def _feats(b: int = 3, d: int = 8, grid: tuple[int, int] = (2, 3)) -> EncoderOutput:
     n = grid[0] * grid[1]
-    return EncoderOutput(
-        torch.randn(b, d, generator=G), torch.randn(b, n, d, generator=G), grid
-    )
+    return EncoderOutput(torch.randn(b, d, generator=G), torch.randn(b, n, d, generator=G), grid)
 
 
 def test_segmenter_matches_formula_and_is_batched() -> None:
@@ -143,8 +141,9 @@ def test_sliding_window_bad_inputs() -> None:
     with pytest.raises(SSLRobustValueError, match="window must be >= 1"):
         sliding_window_inference(model, torch.rand(1, 3, 8, 8), window=0, stride=1)
     with pytest.raises(SSLRobustValueError, match="needs a model returning"):
-        sliding_window_inference(lambda x: x.mean((1, 2, 3)), torch.rand(1, 3, 8, 8),
-                                 window=4, stride=4)
+        sliding_window_inference(
+            lambda x: x.mean((1, 2, 3)), torch.rand(1, 3, 8, 8), window=4, stride=4
+        )
 
 
 def test_feature_view_shares_weights_and_skips_norm() -> None:

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import torch
-
 from _helpers_dense import NUM_CLASSES, encoder, one_thread, scenes  # noqa: F401
+
 from ssl_robust import SSLRobustTypeError, SSLRobustValueError
 from ssl_robust.adaptors import (
     PRESETS,
@@ -35,11 +35,19 @@ def test_presets_are_the_papers() -> None:
     c, s, d = PRESETS["classification"], PRESETS["segmentation"], PRESETS["depth"]
     assert (c.optimizer, c.lr, c.batch_size, c.epochs, c.hflip) == ("adam", 0.5, 16, 5, True)
     assert (s.optimizer, s.lr, s.weight_decay, s.epochs, s.batch_size) == (
-        "adamw", 1e-4, 1e-3, 50, 16
+        "adamw",
+        1e-4,
+        1e-3,
+        50,
+        16,
     )
     assert s.crop and s.hflip and s.vflip
     assert (d.optimizer, d.lr, d.weight_decay, d.epochs, d.batch_size) == (
-        "adamw", 1e-4, 0.01, 20, 128
+        "adamw",
+        1e-4,
+        0.01,
+        20,
+        128,
     )
 
 
@@ -77,8 +85,7 @@ def test_ignore_index_is_honoured() -> None:
     x, m = _seg_batches()[0]
     model = _seg_model()
     before = {k: v.clone() for k, v in model.adaptor.state_dict().items()}
-    hist = fit(model, [(x, torch.full_like(m, 255))], epochs=2, weight_decay=0.0,
-               progress=False)
+    hist = fit(model, [(x, torch.full_like(m, 255))], epochs=2, weight_decay=0.0, progress=False)
     assert hist["loss"] == [0.0, 0.0]
     torch.testing.assert_close(model.adaptor.conv.weight, before["conv.weight"])
     # the ignored pixels carry no signal whatever ignore_index is; unignored they do

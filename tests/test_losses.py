@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-
 from _helpers_dense import one_thread  # noqa: F401
+
 from ssl_robust import SSLRobustTypeError, SSLRobustValueError
 from ssl_robust.losses import (
     depth_loss,
@@ -22,7 +22,7 @@ G = torch.Generator().manual_seed(0)
 def ref_segpgd(logits, target, step, steps, ignore_index, normalize):  # type: ignore[no-untyped-def]
     lam = step / (2 * steps)
     out = []
-    b, c, h, w = logits.shape
+    b, _, h, w = logits.shape
     for i in range(b):
         total, n = 0.0, 0
         for y in range(h):
@@ -42,7 +42,7 @@ def ref_segpgd(logits, target, step, steps, ignore_index, normalize):  # type: i
 
 def ref_logdiff(pred, target, mask):  # type: ignore[no-untyped-def]
     g = torch.zeros_like(target)
-    for idx in zip(*torch.nonzero(mask, as_tuple=True)):
+    for idx in zip(*torch.nonzero(mask, as_tuple=True), strict=True):
         g[idx] = math.log(float(pred[idx])) - math.log(float(target[idx]))
     return g
 
@@ -50,9 +50,13 @@ def ref_logdiff(pred, target, mask):  # type: ignore[no-untyped-def]
 def ref_si(pred, target, mask, alpha=1.0, rho=0.85):  # type: ignore[no-untyped-def]
     out = []
     for i in range(pred.shape[0]):
-        vals = [math.log(float(p)) - math.log(float(t))
-                for p, t, m in zip(pred[i].flatten(), target[i].flatten(), mask[i].flatten())
-                if m]
+        vals = [
+            math.log(float(p)) - math.log(float(t))
+            for p, t, m in zip(
+                pred[i].flatten(), target[i].flatten(), mask[i].flatten(), strict=True
+            )
+            if m
+        ]
         if not vals:
             out.append(0.0)
             continue
@@ -187,9 +191,7 @@ def test_depth_loss_finite_where_equal_and_empty_mask() -> None:
     assert loss[1] > 0
 
 
-@pytest.mark.parametrize(
-    "fn", [scale_invariant_log_loss, gradient_matching_loss, depth_loss]
-)
+@pytest.mark.parametrize("fn", [scale_invariant_log_loss, gradient_matching_loss, depth_loss])
 def test_depth_gradcheck(fn) -> None:  # type: ignore[no-untyped-def]
     pred, target = _depth_data((2, 6, 7))
     p = pred.clone().requires_grad_(True)

@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-
 from _helpers_dense import one_thread  # noqa: F401
+
 from ssl_robust import SSLRobustTypeError, SSLRobustValueError
 from ssl_robust.metrics import DepthMetrics, MeanIoU
 
@@ -24,9 +24,7 @@ def test_miou_hand_computed_over_updates() -> None:
     iou1 = 1 / (1 + 1 + 1)  # tp=1, fp=1 (target 2 -> 1), fn=1 (target 1 -> 0)
     iou2 = 1 / (1 + 0 + 1)  # tp=1, fn=1
     assert m.compute() == pytest.approx((iou0 + iou1 + iou2) / 3)
-    torch.testing.assert_close(
-        m.per_class(), torch.tensor([iou0, iou1, iou2], dtype=torch.float64)
-    )
+    torch.testing.assert_close(m.per_class(), torch.tensor([iou0, iou1, iou2], dtype=torch.float64))
     m.reset()
     assert math.isnan(m.compute())
 
@@ -57,8 +55,12 @@ def test_miou_bad_inputs() -> None:
 
 def _ref_depth(pred, target, lo, hi):  # type: ignore[no-untyped-def]
     rows = []
-    for p, t in zip(pred, target):
-        vals = [(float(a), float(b)) for a, b in zip(p.flatten(), t.flatten()) if lo < b <= hi]
+    for p, t in zip(pred, target, strict=True):
+        vals = [
+            (float(a), float(b))
+            for a, b in zip(p.flatten(), t.flatten(), strict=True)
+            if lo < b <= hi
+        ]
         if not vals:
             continue
         n = len(vals)

@@ -130,8 +130,10 @@ def feature_view(encoder: E, *, output_layer: int = -1, output_norm: bool = True
             f"VisionTransformer); got {type(encoder).__name__}"
         )
     depth = int(getattr(encoder, "depth", 0))
-    if isinstance(output_layer, bool) or not isinstance(output_layer, int) or not (
-        -depth <= output_layer < depth
+    if (
+        isinstance(output_layer, bool)
+        or not isinstance(output_layer, int)
+        or not (-depth <= output_layer < depth)
     ):
         raise _checks.SSLRobustValueError(
             f"output_layer must be an int in [{-depth}, {depth - 1}]; got {output_layer!r}"

@@ -136,11 +136,12 @@ def sliding_window_inference(
         )
     squeeze = out.ndim == 3
     k = 1 if squeeze else out.shape[1]
-    out = out.reshape(b, ny, nx, k, wh, ww).permute(0, 3, 1, 2, 4, 5).reshape(b, k, -1)
+    # (pixel-in-window, image·channel) rows: index_add along dim 0 adds whole contiguous rows
+    out = out.reshape(b, ny, nx, k, wh, ww).permute(1, 2, 4, 5, 0, 3).reshape(-1, b * k)
     lin = (r_idx * pw + c_idx).expand(ny, nx, wh, ww).reshape(-1)
-    acc = out.new_zeros(b, k, ph * pw).index_add(2, lin, out)
+    acc = out.new_zeros(ph * pw, b * k).index_add(0, lin, out)
     count = torch.bincount(lin, minlength=ph * pw).to(out.dtype)
-    res = (acc / count).view(b, k, ph, pw)[:, :, :h, :w]
+    res = (acc / count[:, None]).t().reshape(b, k, ph, pw)[:, :, :h, :w]
     return res[:, 0] if squeeze else res
 
 
@@ -171,21 +172,17 @@ class SlidingWindow(nn.Module):
         self.stride = _checks.check_pair("stride", stride)
         if self.stride[0] > self.window[0] or self.stride[1] > self.window[1]:
             raise _checks.SSLRobustValueError(
-                f"stride must not exceed the window; got window={self.window}, "
-                f"stride={self.stride}"
+                f"stride must not exceed the window; got window={self.window}, stride={self.stride}"
             )
         patch = getattr(getattr(model, "encoder", None), "patch_size", None)
         if isinstance(patch, int) and (self.window[0] % patch or self.window[1] % patch):
             raise _checks.SSLRobustValueError(
-                f"window must be a multiple of the encoder's patch size {patch}; got "
-                f"{self.window}"
+                f"window must be a multiple of the encoder's patch size {patch}; got {self.window}"
             )
         self.model = model
 
     def forward(self, images: Tensor) -> Tensor:
-        return sliding_window_inference(
-            self.model, images, window=self.window, stride=self.stride
-        )
+        return sliding_window_inference(self.model, images, window=self.window, stride=self.stride)
 
     def extra_repr(self) -> str:
         return f"window={self.window}, stride={self.stride}"

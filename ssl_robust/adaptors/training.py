@@ -101,8 +101,10 @@ def _check_batch(
     if task == "segmentation":
         masks = _checks.check_masks(target, batch=b, size=size, name="target")
         _checks.check_mask_range(
-            masks, int(getattr(model.adaptor, "num_classes", 1 << 62)),
-            ignore_index=ignore_index, name="target",
+            masks,
+            int(getattr(model.adaptor, "num_classes", 1 << 62)),
+            ignore_index=ignore_index,
+            name="target",
         )
         return images, masks
     return images, _checks.check_depth_map(target, batch=b, size=size, name="target")
@@ -280,9 +282,9 @@ def fit(
     finally:
         if bar is not None:
             bar.close()
-        for p, flag in zip(enc_params, enc_flags):
+        for p, flag in zip(enc_params, enc_flags, strict=True):
             p.requires_grad_(flag)
-        for m, mode in zip(encoder.modules(), enc_modes):
+        for m, mode in zip(encoder.modules(), enc_modes, strict=True):
             m.training = mode
         opt.zero_grad(set_to_none=True)
     task_model.eval()

@@ -76,9 +76,13 @@ class DepthPGD(Attack):
 
     def check_output(self, output: Any, target: tuple[Tensor, Tensor]) -> None:
         size = tuple(target[0].shape[-2:])
-        ok = isinstance(output, Tensor) and not isinstance(output, EncoderOutput) and (
-            (output.ndim == 3 or (output.ndim == 4 and output.shape[1] == 1))
-            and tuple(output.shape[-2:]) == size
+        ok = (
+            isinstance(output, Tensor)
+            and not isinstance(output, EncoderOutput)
+            and (
+                (output.ndim == 3 or (output.ndim == 4 and output.shape[1] == 1))
+                and tuple(output.shape[-2:]) == size
+            )
         )
         if not ok:
             raise _checks.SSLRobustValueError(

@@ -85,7 +85,9 @@ class SegPGD(Attack):
             )
         self._share = None
         masks = _checks.check_masks(
-            target, batch=images.shape[0], size=(images.shape[2], images.shape[3]),
+            target,
+            batch=images.shape[0],
+            size=(images.shape[2], images.shape[3]),
             device=images.device,
         )
         valid = masks != self.ignore_index
@@ -93,8 +95,10 @@ class SegPGD(Attack):
 
     def check_output(self, output: Any, target: tuple[Tensor, Tensor, Tensor]) -> None:
         masks = target[0]
-        if isinstance(output, EncoderOutput) or not isinstance(output, Tensor) or (
-            output.ndim != 4 or output.shape[-2:] != masks.shape[-2:]
+        if (
+            isinstance(output, EncoderOutput)
+            or not isinstance(output, Tensor)
+            or (output.ndim != 4 or output.shape[-2:] != masks.shape[-2:])
         ):
             raise _checks.SSLRobustValueError(
                 f"SegPGD needs a model that returns logits (B, K, {masks.shape[-2]}, "
@@ -106,8 +110,14 @@ class SegPGD(Attack):
     def loss(self, output: Tensor, target: tuple[Tensor, Tensor, Tensor], step: int) -> Tensor:
         masks, valid, safe = target
         loss, share = _segpgd_loss(
-            output, masks, step=step, steps=self.steps, ignore_index=self.ignore_index,
-            normalize=self.normalize, valid=valid, safe_target=safe,
+            output,
+            masks,
+            step=step,
+            steps=self.steps,
+            ignore_index=self.ignore_index,
+            normalize=self.normalize,
+            valid=valid,
+            safe_target=safe,
         )
         # success() and score() of the same forward reuse the share; score() drops it.
         self._share = (output, share)
@@ -115,7 +125,7 @@ class SegPGD(Attack):
 
     def correct_share(self, output: Tensor, target: tuple[Tensor, Tensor, Tensor]) -> Tensor:
         """(B,) share of the valid pixels classified correctly (0 when none is valid)."""
-        cached = getattr(self, "_share", None)
+        cached = self._share
         if cached is not None and cached[0] is output:
             return cached[1]
         _, valid, safe = target

@@ -16,15 +16,14 @@ __all__ = ["depth_loss", "gradient_matching_loss", "scale_invariant_log_loss"]
 _TINY = 1e-12  # depths are clamped to at least this before the log (avoids log 0)
 
 
-def _prepare(
-    pred: Tensor, target: Tensor, mask: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor]:
+def _prepare(pred: Tensor, target: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     """Check and bring pred, target and mask to (B, H, W); float32 at least."""
     if not isinstance(pred, Tensor):
         raise _checks.SSLRobustTypeError(f"pred must be a tensor; got {type(pred).__name__}")
     p = _checks.check_depth_map(pred, name="pred", check_negative=False)
-    t = _checks.check_depth_map(target, batch=p.shape[0], size=(int(p.shape[1]), int(p.shape[2])),
-                                name="target")
+    t = _checks.check_depth_map(
+        target, batch=p.shape[0], size=(int(p.shape[1]), int(p.shape[2])), name="target"
+    )
     if mask is None:
         m = t > 0
     else:

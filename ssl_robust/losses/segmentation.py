@@ -107,8 +107,7 @@ def segpgd_loss(
             f"logits must be a float tensor (B, C, H, W); got {_checks._shape(logits)}"
         )
     b, c, h, w = logits.shape
-    target = _checks.check_masks(target, batch=b, size=(h, w), name="target",
-                                 device=logits.device)
+    target = _checks.check_masks(target, batch=b, size=(h, w), name="target", device=logits.device)
     _checks.check_int("steps", steps, minimum=0)
     _checks.check_int("step", step, minimum=0)
     if step > max(steps, 1):

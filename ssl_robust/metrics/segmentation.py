@@ -68,7 +68,10 @@ class MeanIoU(Metric):
                 )
             labels = pred.long()
         target = _checks.check_masks(
-            target, batch=labels.shape[0], size=(int(labels.shape[1]), int(labels.shape[2])), name="target",
+            target,
+            batch=labels.shape[0],
+            size=(int(labels.shape[1]), int(labels.shape[2])),
+            name="target",
             device=labels.device,
         )
         _checks.check_mask_range(target, c, ignore_index=self.ignore_index, name="target")
