@@ -293,3 +293,126 @@ def images_from_batch(batch: object, *, name: str = "loader") -> Tensor:
             f"(images, ...); got {got}{hint}"
         )
     return check_image_tensor(images, name=f"images from the {name}")
+
+
+# --- dense tasks (segmentation, depth) ---
+
+
+def _shape(value: object) -> str:
+    return str(tuple(value.shape)) if isinstance(value, Tensor) else type(value).__name__
+
+
+def check_masks(
+    masks: object,
+    *,
+    batch: int | None = None,
+    size: tuple[int, int] | None = None,
+    name: str = "masks",
+    device: torch.device | None = None,
+) -> Tensor:
+    """Check segmentation masks: an integer tensor (B, H, W) matching the images.
+
+    Returns:
+        The masks as int64 on ``device`` (when given).
+    """
+    if not isinstance(masks, Tensor):
+        raise SSLRobustTypeError(
+            f"{name} must be a torch.Tensor of shape (B, H, W) with integer class indices; "
+            f"got {type(masks).__name__}"
+        )
+    if masks.is_floating_point() or masks.dtype == torch.bool or masks.is_complex():
+        raise SSLRobustTypeError(
+            f"{name} must hold integer class indices (int64); got dtype {masks.dtype} — "
+            "convert float masks with masks.long() (after checking they hold whole numbers)"
+        )
+    if masks.ndim == 4 and masks.shape[1] == 1:
+        masks = masks[:, 0]
+    if masks.ndim != 3:
+        raise SSLRobustValueError(
+            f"{name} must have shape (B, H, W); got {masks.ndim} dimensions with shape "
+            f"{tuple(masks.shape)}"
+        )
+    expected = (batch if batch is not None else masks.shape[0], *(size or masks.shape[1:]))
+    if tuple(masks.shape) != tuple(expected):
+        raise SSLRobustValueError(
+            f"{name} must have shape {tuple(expected)} to match the images (B, H, W); got "
+            f"{tuple(masks.shape)}"
+        )
+    masks = masks.long()
+    return masks if device is None else masks.to(device)
+
+
+def check_mask_range(
+    masks: Tensor, num_classes: int, *, ignore_index: int | None, name: str = "masks"
+) -> None:
+    """Check that every label is in [0, num_classes) or equal to ``ignore_index`` (one sync)."""
+    valid = masks if ignore_index is None else masks[masks != ignore_index]
+    if valid.numel() == 0:
+        return
+    lo, hi = int(valid.min()), int(valid.max())
+    if lo < 0 or hi >= num_classes:
+        raise SSLRobustValueError(
+            f"{name} must hold labels in [0, {num_classes - 1}] or the ignore_index "
+            f"{ignore_index}; got min={lo} max={hi} among the non-ignored pixels"
+        )
+
+
+def check_depth_map(
+    depth: object,
+    *,
+    batch: int | None = None,
+    size: tuple[int, int] | None = None,
+    name: str = "depth",
+    check_negative: bool = True,
+) -> Tensor:
+    """Check a depth map (B, H, W) or (B, 1, H, W), float, not negative.
+
+    Returns:
+        The depth as (B, H, W) (a view).
+    """
+    if not isinstance(depth, Tensor):
+        raise SSLRobustTypeError(
+            f"{name} must be a torch.Tensor of shape (B, H, W) or (B, 1, H, W); got "
+            f"{type(depth).__name__}"
+        )
+    if not depth.is_floating_point():
+        raise SSLRobustTypeError(f"{name} must be a floating-point tensor; got {depth.dtype}")
+    if depth.ndim == 4 and depth.shape[1] == 1:
+        depth = depth[:, 0]
+    if depth.ndim != 3:
+        raise SSLRobustValueError(
+            f"{name} must have shape (B, H, W) or (B, 1, H, W); got {tuple(depth.shape)}"
+        )
+    expected = (batch if batch is not None else depth.shape[0], *(size or depth.shape[1:]))
+    if tuple(depth.shape) != tuple(expected):
+        raise SSLRobustValueError(
+            f"{name} must have shape {tuple(expected)} (B, H, W) to match; got {tuple(depth.shape)}"
+        )
+    if check_negative and depth.numel() and bool((depth < 0).any()):
+        raise SSLRobustValueError(
+            f"{name} must not be negative (metres; use 0 for missing pixels); got "
+            f"min={float(depth.min()):.4g}"
+        )
+    return depth
+
+
+def check_depth_range(min_depth: object, max_depth: object) -> tuple[float, float]:
+    """Check ``0 <= min_depth < max_depth`` (finite)."""
+    lo = check_positive_float("min_depth", min_depth, allow_zero=True)
+    hi = check_positive_float("max_depth", max_depth)
+    if lo >= hi:
+        raise SSLRobustValueError(
+            f"min_depth must be smaller than max_depth; got min_depth={lo:.6g}, max_depth={hi:.6g}"
+        )
+    return lo, hi
+
+
+def check_pair(name: str, value: object, *, minimum: int = 1) -> tuple[int, int]:
+    """An int or a pair of ints (height, width), each >= ``minimum``."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise SSLRobustValueError(f"{name} must be an int or (height, width); got {value!r}")
+        first = check_int(name, value[0], minimum=minimum)
+        return first, check_int(name, value[1], minimum=minimum)
+    v = check_int(name, value, minimum=minimum)
+    return v, v

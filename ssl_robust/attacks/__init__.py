@@ -1,12 +1,14 @@
 """Attacks on encoders and task models, all on one shared PGD core.
 
->>> from ssl_robust.attacks import PGD, EmbedAttack
+>>> from ssl_robust.attacks import PGD, EmbedAttack, SegPGD, DepthPGD
 """
 
 from .base import Attack, AttackOptions
 from .classification import PGD
 from .core import L2, NORMS, AttackResult, Linf, Norm, pgd
+from .depth import DepthPGD
 from .embed import EmbedAttack, embedding_distance
+from .segmentation import SegPGD
 
 __all__ = [
     "L2",
@@ -15,9 +17,11 @@ __all__ = [
     "Attack",
     "AttackOptions",
     "AttackResult",
+    "DepthPGD",
     "EmbedAttack",
     "Linf",
     "Norm",
+    "SegPGD",
     "embedding_distance",
     "pgd",
 ]

@@ -2,5 +2,7 @@
 
 from .base import Metric
 from .classification import Accuracy
+from .depth import DepthMetrics
+from .segmentation import MeanIoU
 
-__all__ = ["Accuracy", "Metric"]
+__all__ = ["Accuracy", "DepthMetrics", "MeanIoU", "Metric"]

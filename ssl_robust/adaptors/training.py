@@ -1,0 +1,291 @@
+"""``fit()``: train a head on a frozen encoder with the paper's presets (§4.1, App. C)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import _checks
+from ..losses.depth import _depth_loss
+from .base import TaskModel
+
+__all__ = ["PRESETS", "FitPreset", "fit"]
+
+logger = logging.getLogger("ssl_robust.adaptors")
+
+Task = Literal["classification", "segmentation", "depth"]
+
+
+@dataclass(frozen=True)
+class FitPreset:
+    """Training settings of a head (see :data:`PRESETS`).
+
+    Attributes:
+        optimizer: ``"adam"`` or ``"adamw"``.
+        lr: learning rate.
+        weight_decay: weight decay.
+        epochs: passes over the loader.
+        batch_size: batch size used when ``fit`` is given a Dataset (a loader keeps its own).
+        hflip: random horizontal flips (p = ½, per sample; masks/depth flipped alike).
+        vflip: random vertical flips.
+        crop: random crops (segmentation; ``crop_size`` defaults to the encoder's img_size).
+    """
+
+    optimizer: Literal["adam", "adamw"]
+    lr: float
+    weight_decay: float
+    epochs: int
+    batch_size: int
+    hflip: bool
+    vflip: bool
+    crop: bool
+
+
+#: The paper's head-training settings, per task.
+PRESETS: dict[str, FitPreset] = {
+    "classification": FitPreset("adam", 0.5, 0.0, 5, 16, True, False, False),
+    "segmentation": FitPreset("adamw", 1e-4, 1e-3, 50, 16, True, True, True),
+    "depth": FitPreset("adamw", 1e-4, 0.01, 20, 128, False, False, False),
+}
+
+
+def _flip(x: Tensor, which: Tensor, dim: int) -> Tensor:
+    return torch.where(which.view(-1, *([1] * (x.ndim - 1))), x.flip(dim), x)
+
+
+def _crop(
+    images: Tensor, target: Tensor, size: tuple[int, int], gen: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """One random crop per sample, by indexing (no loop over samples)."""
+    b, _, h, w = images.shape
+    ch, cw = min(size[0], h), min(size[1], w)
+    if (ch, cw) == (h, w):
+        return images, target
+    ys = (torch.rand(b, generator=gen) * (h - ch + 1)).long().to(images.device)
+    xs = (torch.rand(b, generator=gen) * (w - cw + 1)).long().to(images.device)
+    rows = (ys[:, None] + torch.arange(ch, device=images.device))[:, :, None]
+    cols = (xs[:, None] + torch.arange(cw, device=images.device))[:, None, :]
+    bi = torch.arange(b, device=images.device)[:, None, None]
+    return images[bi, :, rows, cols].permute(0, 3, 1, 2), target[bi, rows, cols]
+
+
+def _loss(task: str, model: TaskModel, out: Tensor, target: Tensor, ignore_index: int) -> Tensor:
+    if task == "classification":
+        return F.cross_entropy(out.float(), target)
+    if task == "segmentation":
+        valid = target != ignore_index
+        ce = F.cross_entropy(out.float(), target.masked_fill(~valid, 0), reduction="none")
+        return (ce * valid).sum() / valid.sum().clamp_min(1)
+    lo = float(getattr(model.adaptor, "min_depth", 0.0))
+    hi = float(getattr(model.adaptor, "max_depth", float("inf")))
+    pred = out[:, 0] if out.ndim == 4 else out
+    mask = (target > lo) & (target <= hi)
+    return _depth_loss(pred, target, mask).mean()
+
+
+def _check_batch(
+    task: str, model: TaskModel, images: Any, target: Any, ignore_index: int
+) -> tuple[Tensor, Tensor]:
+    images = _checks.check_image_tensor(images)
+    b, size = images.shape[0], (images.shape[2], images.shape[3])
+    if task == "classification":
+        labels = _checks.check_labels(target, batch=b, name="target")
+        _checks.check_label_range(labels, int(getattr(model.adaptor, "num_classes", 1 << 62)))
+        return images, labels
+    if task == "segmentation":
+        masks = _checks.check_masks(target, batch=b, size=size, name="target")
+        _checks.check_mask_range(
+            masks,
+            int(getattr(model.adaptor, "num_classes", 1 << 62)),
+            ignore_index=ignore_index,
+            name="target",
+        )
+        return images, masks
+    return images, _checks.check_depth_map(target, batch=b, size=size, name="target")
+
+
+def fit(
+    task_model: TaskModel,
+    loader: Iterable[tuple[Tensor, Tensor]] | torch.utils.data.Dataset[Any],
+    *,
+    preset: Task | None = None,
+    epochs: int | None = None,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    hflip: bool | None = None,
+    vflip: bool | None = None,
+    crop: bool | None = None,
+    crop_size: int | tuple[int, int] | None = None,
+    ignore_index: int = 255,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+) -> dict[str, list[float]]:
+    """Train the head of ``task_model`` on a frozen encoder (the paper's linear protocols).
+
+    The encoder is frozen for the whole call: its parameters get no gradient
+    (``requires_grad`` is switched off and restored afterwards, also on errors), it runs in
+    eval mode, and features are computed under ``torch.no_grad()``. Only the head's parameters
+    are optimized. Losses: cross-entropy (classification); pixel cross-entropy averaged over
+    the pixels whose label is not ``ignore_index`` (segmentation, exactly the pixels MeanIoU and
+    SegPGD use); :func:`~ssl_robust.losses.depth_loss` over ``min_depth < target <= max_depth``
+    of the head (depth). Augmentations (flips, crops) draw from ``generator`` only. When done,
+    the whole ``task_model`` is left in eval mode.
+
+    Presets (:data:`PRESETS`, every field overridable by the keyword of the same name):
+
+    =============== ======= ====== ====== ====== ===== ==========================
+    preset          optim   lr     wd     epochs batch augmentation
+    =============== ======= ====== ====== ====== ===== ==========================
+    classification  Adam    0.5    0      5      16    horizontal flip
+    segmentation    AdamW   1e-4   1e-3   50     16    random crop, h + v flips
+    depth           AdamW   1e-4   0.01   20     128   none
+    =============== ======= ====== ====== ====== ===== ==========================
+
+    Args:
+        task_model: ``TaskModel(encoder, head)``; the head's ``task`` picks the loss.
+        loader: re-iterable source of ``(images, target)`` batches (a DataLoader, a list), or a
+            Dataset of pairs (batched with the preset's batch size, shuffled by ``generator``).
+            Targets: labels (B,), masks (B, H, W) int64, or depth (B, H, W) / (B, 1, H, W).
+        preset: ``"classification"``, ``"segmentation"`` or ``"depth"``; default: the head's
+            task (a preset for another task is an error).
+        epochs, lr, weight_decay, hflip, vflip, crop: override the preset.
+        crop_size: random crop size (int or (h, w)); default: the encoder's ``img_size``. Sizes
+            larger than the image leave that dimension uncropped.
+        ignore_index: mask label ignored by the segmentation loss.
+        generator: source of augmentation randomness; default ``Generator().manual_seed(0)``.
+        progress: show a tqdm bar (when tqdm is installed); epoch losses are always logged
+            to the ``ssl_robust.adaptors`` logger at INFO level.
+
+    Returns:
+        ``{"loss": [mean training loss per epoch]}``.
+
+    Raises:
+        SSLRobustTypeError: not a TaskModel, a one-shot iterator as loader, bad batch types.
+        SSLRobustValueError: a preset for another task, bad options, bad batches (mask or
+            depth shape mismatch, labels out of range that are not ``ignore_index``, negative
+            depth).
+
+    Example:
+        >>> import torch
+        >>> from ssl_robust.adaptors import LinearSegmenter, TaskModel, fit
+        >>> from ssl_robust.encoders import VisionTransformer
+        >>> enc = VisionTransformer(img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2)
+        >>> model = TaskModel(enc, LinearSegmenter(16, 3))
+        >>> data = [(torch.rand(4, 3, 16, 16), torch.randint(0, 3, (4, 16, 16)))]
+        >>> hist = fit(model, data, epochs=2, lr=1e-2, progress=False)
+        >>> len(hist["loss"]), model.training
+        (2, False)
+    """
+    if not isinstance(task_model, TaskModel):
+        raise _checks.SSLRobustTypeError(
+            f"fit needs a TaskModel(encoder, head); got {type(task_model).__name__}"
+        )
+    task = str(getattr(task_model.adaptor, "task", ""))
+    if preset is None:
+        preset = task  # type: ignore[assignment]
+    name = _checks.check_choice("preset", preset, tuple(PRESETS))
+    if name != task:
+        raise _checks.SSLRobustValueError(
+            f"preset {name!r} does not match the head's task {task!r} "
+            f"({type(task_model.adaptor).__name__})"
+        )
+    cfg = PRESETS[name]
+    overrides: dict[str, Any] = {}
+    if epochs is not None:
+        overrides["epochs"] = _checks.check_int("epochs", epochs, minimum=0)
+    if lr is not None:
+        overrides["lr"] = _checks.check_positive_float("lr", lr)
+    if weight_decay is not None:
+        overrides["weight_decay"] = _checks.check_positive_float(
+            "weight_decay", weight_decay, allow_zero=True
+        )
+    for key, val in (("hflip", hflip), ("vflip", vflip), ("crop", crop)):
+        if val is not None:
+            overrides[key] = bool(val)
+    cfg = replace(cfg, **overrides)
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise _checks.SSLRobustTypeError(f"ignore_index must be an int; got {ignore_index!r}")
+    gen = _checks.check_generator(generator) or torch.Generator().manual_seed(0)
+    if crop_size is None:
+        size = int(getattr(task_model.encoder, "img_size", 1 << 30))
+        crop_hw = (size, size)
+    else:
+        crop_hw = _checks.check_pair("crop_size", crop_size)
+    if isinstance(loader, torch.utils.data.Dataset) and not isinstance(loader, (list, tuple)):
+        loader = torch.utils.data.DataLoader(
+            loader, batch_size=cfg.batch_size, shuffle=True, generator=gen
+        )
+    if iter(loader) is loader:  # type: ignore[arg-type]
+        raise _checks.SSLRobustTypeError(
+            "loader must be re-iterable (a DataLoader or a list of batches), not a one-shot "
+            "iterator/generator — every epoch iterates it again"
+        )
+
+    encoder, head = task_model.encoder, task_model.adaptor
+    params = [p for p in head.parameters() if p.requires_grad]
+    opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    opt = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    device = next(iter(task_model.parameters())).device
+    enc_params = list(encoder.parameters())
+    enc_flags = [p.requires_grad for p in enc_params]
+    enc_modes = [m.training for m in encoder.modules()]
+    history: dict[str, list[float]] = {"loss": []}
+    bar: Any = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # tqdm is optional
+            tqdm = None
+        if tqdm is not None:
+            bar = tqdm(total=cfg.epochs, desc=f"fit {name}", unit="epoch")
+    try:
+        for p in enc_params:
+            p.requires_grad_(False)
+        encoder.eval()
+        head.train()
+        for epoch in range(cfg.epochs):
+            total, batches = 0.0, 0
+            for images, target in loader:  # type: ignore[union-attr]
+                images, target = _check_batch(name, task_model, images, target, ignore_index)
+                images, target = images.to(device), target.to(device)
+                if name != "classification" and target.ndim == 4:
+                    target = target[:, 0]
+                if cfg.crop and name != "classification":
+                    images, target = _crop(images, target, crop_hw, gen)
+                for dim, on in ((-1, cfg.hflip), (-2, cfg.vflip)):
+                    if on:
+                        which = (torch.rand(images.shape[0], generator=gen) < 0.5).to(device)
+                        images = _flip(images, which, dim)
+                        if name != "classification":
+                            target = _flip(target, which, dim)
+                with torch.no_grad():
+                    feats = encoder(images)
+                out = head(feats, (int(images.shape[2]), int(images.shape[3])))
+                loss = _loss(name, task_model, out, target, ignore_index)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()  # type: ignore[no-untyped-call]
+                opt.step()
+                total += float(loss.detach())
+                batches += 1
+            mean = total / max(batches, 1)
+            history["loss"].append(mean)
+            logger.info("fit %s: epoch %d/%d, loss %.4f", name, epoch + 1, cfg.epochs, mean)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{mean:.4f}")
+    finally:
+        if bar is not None:
+            bar.close()
+        for p, flag in zip(enc_params, enc_flags, strict=True):
+            p.requires_grad_(flag)
+        for m, mode in zip(encoder.modules(), enc_modes, strict=True):
+            m.training = mode
+        opt.zero_grad(set_to_none=True)
+    task_model.eval()
+    return history

@@ -1,0 +1,12 @@
+"""Per-sample losses of the dense tasks: SegPGD weighting and the depth losses.
+
+Every loss returns one value per image, shape (B,), so it can drive an attack (which sums
+nothing across samples) or be averaged for training.
+
+>>> from ssl_robust.losses import segpgd_loss, depth_loss
+"""
+
+from .depth import depth_loss, gradient_matching_loss, scale_invariant_log_loss
+from .segmentation import segpgd_loss
+
+__all__ = ["depth_loss", "gradient_matching_loss", "scale_invariant_log_loss", "segpgd_loss"]
