@@ -6,7 +6,8 @@ perturbation and the signed step + clamp. The ratio is attack time / bare time: 
 library adds (input checks, state freeze/restore, best-iterate tracking, success/score
 bookkeeping, the final scoring forward). A second ratio compares with the bare loop plus the
 one no-grad scoring forward the core performs by contract (DESIGN.md), and a third compares
-with a bare loop on a trivial loss (``output.sum()``), i.e. it also counts the cost of the task loss itself.
+with a bare loop on a trivial loss (``output.sum()``), i.e. it also counts the cost of the
+task loss itself.
 
 Run: ``python benchmarks/dense_attack_overhead.py [--batch 16] [--steps 20] [--repeats 7]``.
 Times are medians over interleaved repeats, measured in this one process, on CPU; the

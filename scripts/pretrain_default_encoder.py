@@ -42,7 +42,9 @@ def random_crops(images: Tensor, g: torch.Generator, scale: tuple[float, float])
     side = area.sqrt()
     x0 = torch.rand(b, generator=g) * (1 - side) * w
     y0 = torch.rand(b, generator=g) * (1 - side) * h
-    boxes = torch.stack([torch.arange(b, dtype=torch.float32), x0, y0, x0 + side * w, y0 + side * h], 1)
+    boxes = torch.stack(
+        [torch.arange(b, dtype=torch.float32), x0, y0, x0 + side * w, y0 + side * h], 1
+    )
     return roi_align(images, boxes, output_size=(h, w), aligned=True)
 
 
@@ -51,7 +53,7 @@ def photometric(images: Tensor, g: torch.Generator) -> Tensor:
     b = images.shape[0]
 
     def factor(spread: float) -> Tensor:
-        return (1 + spread * (2 * torch.rand(b, 1, 1, 1, generator=g) - 1))
+        return 1 + spread * (2 * torch.rand(b, 1, 1, 1, generator=g) - 1)
 
     x = images * factor(0.4)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
@@ -82,7 +84,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--patches", type=int, default=8, help="patches sampled per image")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=ROOT / "ssl_robust" / "assets" / "vit_tiny_shapes.pt")
+    p.add_argument(
+        "--out", type=Path, default=ROOT / "ssl_robust" / "assets" / "vit_tiny_shapes.pt"
+    )
     a = p.parse_args()
 
     torch.manual_seed(a.seed)
@@ -90,7 +94,11 @@ def main() -> None:
     encoder = create_encoder("vit_tiny").train()
     data = create_dataset("shapes", None, "train", size=a.images, image_size=32, seed=a.seed)
     loader = torch.utils.data.DataLoader(
-        data, batch_size=a.batch, shuffle=True, drop_last=True, num_workers=0,
+        data,
+        batch_size=a.batch,
+        shuffle=True,
+        drop_last=True,
+        num_workers=0,
         generator=torch.Generator().manual_seed(a.seed),
     )
     proj_cls, proj_patch = projector(encoder.embed_dim), projector(encoder.embed_dim)

@@ -1,18 +1,21 @@
 """ssl_robust: attack and defend self-supervised vision encoders across downstream tasks.
 
 Images are always float tensors in [0, 1]; normalization lives inside the encoder, and attack
-budgets are on the same [0, 1] scale (eps=8/255).
+budgets are on the same [0, 1] scale (eps=8/255). The benchmark runner lives in
+``ssl_robust.bench`` (imported on demand) and the command line in ``ssl-robust``.
 
 >>> import ssl_robust
->>> from ssl_robust.attacks import PGD, EmbedAttack
+>>> from ssl_robust.attacks import PGD, EmbedAttack, SegPGD, DepthPGD
 """
 
-from . import adaptors, attacks, encoders, metrics
+from . import adaptors, attacks, data, defenses, encoders, losses, metrics
 from ._checks import SSLRobustTypeError, SSLRobustValueError
-from .adaptors import LinearClassifier, TaskModel
-from .attacks import PGD, Attack, AttackResult, EmbedAttack
-from .encoders import Encoder, EncoderOutput, VisionTransformer
-from .metrics import Accuracy
+from .adaptors import LinearClassifier, LinearDepther, LinearSegmenter, TaskModel, fit
+from .attacks import PGD, Attack, AttackResult, DepthPGD, EmbedAttack, SegPGD
+from .data import create_dataset, list_datasets
+from .defenses import DeACLConfig, DeACLTrainer
+from .encoders import Encoder, EncoderOutput, VisionTransformer, create_encoder, list_encoders, wrap
+from .metrics import Accuracy, DepthMetrics, MeanIoU
 
 __version__ = "0.1.0.dev0"
 
@@ -21,17 +24,34 @@ __all__ = [
     "Accuracy",
     "Attack",
     "AttackResult",
+    "DeACLConfig",
+    "DeACLTrainer",
+    "DepthMetrics",
+    "DepthPGD",
     "EmbedAttack",
     "Encoder",
     "EncoderOutput",
     "LinearClassifier",
+    "LinearDepther",
+    "LinearSegmenter",
+    "MeanIoU",
     "SSLRobustTypeError",
     "SSLRobustValueError",
+    "SegPGD",
     "TaskModel",
     "VisionTransformer",
     "__version__",
     "adaptors",
     "attacks",
+    "create_dataset",
+    "create_encoder",
+    "data",
+    "defenses",
     "encoders",
+    "fit",
+    "list_datasets",
+    "list_encoders",
+    "losses",
     "metrics",
+    "wrap",
 ]

@@ -28,7 +28,10 @@ def _bench(args: argparse.Namespace) -> int:
     if args.device:
         spec = replace(spec, device=args.device)
     out = Path(args.out) if args.out else Path(spec.out)
-    print(f"ssl-robust bench: {len(spec.encoders)} encoder(s) × {len(spec.datasets)} dataset(s) → {out}")
+    print(
+        f"ssl-robust bench: {len(spec.encoders)} encoder(s) × {len(spec.datasets)} "
+        f"dataset(s) → {out}"
+    )
     results = run_benchmark(spec, out=out, force=args.force, progress=not args.no_progress)
     print(_summary(results))
     print(f"wrote {out / 'results.json'}, {out / 'tables.md'} and figures in {out / 'figures'}")
@@ -36,7 +39,9 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _summary(results: dict[str, Any]) -> str:
-    lines = [f"{'task':<15}{'dataset':<12}{'encoder':<26}{'metric':<9}{'clean':>7}{'embed':>7}{'task':>7}"]
+    lines = [
+        f"{'task':<15}{'dataset':<12}{'encoder':<26}{'metric':<9}{'clean':>7}{'embed':>7}{'task':>7}"
+    ]
     for r in results["rows"]:
         lines.append(
             f"{r['task']:<15}{r['dataset']:<12}{r['encoder']:<26}{r['metric']:<9}"
@@ -115,7 +120,10 @@ def _deacl(args: argparse.Namespace) -> int:
             return dataset[i]["image"]
 
     loader = torch.utils.data.DataLoader(
-        Images(), batch_size=data.batch_size, shuffle=True, drop_last=True,
+        Images(),
+        batch_size=data.batch_size,
+        shuffle=True,
+        drop_last=True,
         generator=torch.Generator().manual_seed(config.seed),
     )
     trainer = DeACLTrainer(student, config=config)
@@ -124,8 +132,13 @@ def _deacl(args: argparse.Namespace) -> int:
     )
     exported = trainer.export_student(out / "student.pt")
     for rec in history:
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
-    print(f"wrote {exported}: load it with create_encoder({enc.registry!r}, weights={str(exported)!r})")
+        print(
+            " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items())
+        )
+    print(
+        f"wrote {exported}: load it with "
+        f"create_encoder({enc.registry!r}, weights={str(exported)!r})"
+    )
     return 0
 
 
@@ -156,7 +169,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--config", help="TOML benchmark config (see configs/ and docs/benchmark.md)")
     b.add_argument("--out", help="output directory (default: the config's `out`)")
     b.add_argument("--device", choices=("cpu", "cuda"), help="override the config's device")
-    b.add_argument("--force", action="store_true", help="discard results of a different config in --out")
+    b.add_argument(
+        "--force", action="store_true", help="discard results of a different config in --out"
+    )
     b.add_argument("--no-progress", action="store_true", help="no progress bars")
     b.set_defaults(func=_bench)
 
@@ -170,14 +185,19 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--config", required=True, help="TOML DeACL config")
     d.add_argument("--out", help="output directory (default: the config's `out`)")
     d.add_argument("--device", choices=("cpu", "cuda"))
-    d.add_argument("--force", action="store_true", help="restart even if --out holds a checkpoint of another config")
+    d.add_argument(
+        "--force",
+        action="store_true",
+        help="restart even if --out holds a checkpoint of another config",
+    )
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=_deacl)
 
     r = sub.add_parser(
         "report",
         help="re-render tables and figures from DIR/results.json",
-        description="Write DIR/tables.md, DIR/results.csv and DIR/figures/*.png from DIR/results.json.",
+        description="Write DIR/tables.md, DIR/results.csv and DIR/figures/*.png from "
+        "DIR/results.json.",
     )
     r.add_argument("dir", help="a benchmark output directory")
     r.set_defaults(func=_report)

@@ -27,7 +27,10 @@ def tiny_spec(*, steps: int = 2, deacl: bool = True, curve: bool = True) -> Benc
             EncoderSpecEntry(
                 name="tiny_deacl",
                 deacl=DeACLSpec(
-                    base="tiny", dataset="shapes", train_size=16, batch_size=8,
+                    base="tiny",
+                    dataset="shapes",
+                    train_size=16,
+                    batch_size=8,
                     config={"epochs": 1, "warmup_epochs": 0, "steps": 1, "augment": False},
                 ),
             )
@@ -36,14 +39,18 @@ def tiny_spec(*, steps: int = 2, deacl: bool = True, curve: bool = True) -> Benc
         encoders=tuple(encoders),
         datasets=(
             DatasetSpec(
-                name="shapes", dataset="shapes",
-                tasks=("classification", "segmentation", "depth"), image_size=16,
+                name="shapes",
+                dataset="shapes",
+                tasks=("classification", "segmentation", "depth"),
+                image_size=16,
                 options={"size": 32},
             ),
         ),
         attack=AttackSpec(steps=steps, curve_eps=(2 / 255,) if curve else (), curve_subset=4),
-        heads={t: HeadSpec(epochs=1, train_size=16, batch_size=8)
-               for t in ("classification", "segmentation", "depth")},
+        heads={
+            t: HeadSpec(epochs=1, train_size=16, batch_size=8)
+            for t in ("classification", "segmentation", "depth")
+        },
         eval=EvalSpec(subset=8, batch_size=4, gallery=2),
         threads=1,
     )
@@ -63,12 +70,24 @@ def test_outputs_and_row_schema(finished):
     rows = results["rows"]
     assert len(rows) == 6  # 2 encoders × 3 tasks
     for r in rows:
-        assert set(r) == {"task", "dataset", "encoder", "encoder_type", "metric", "clean",
-                          "embed_attack", "task_attack"}
-        assert r["metric"] == {"classification": "accuracy", "segmentation": "miou",
-                               "depth": "rmse"}[r["task"]]
-        assert all(isinstance(r[k], float) and math.isfinite(r[k])
-                   for k in ("clean", "embed_attack", "task_attack"))
+        assert set(r) == {
+            "task",
+            "dataset",
+            "encoder",
+            "encoder_type",
+            "metric",
+            "clean",
+            "embed_attack",
+            "task_attack",
+        }
+        assert (
+            r["metric"]
+            == {"classification": "accuracy", "segmentation": "miou", "depth": "rmse"}[r["task"]]
+        )
+        assert all(
+            isinstance(r[k], float) and math.isfinite(r[k])
+            for k in ("clean", "embed_attack", "task_attack")
+        )
     assert {r["encoder_type"] for r in rows} == {"standard", "deacl"}
     assert load_results(out)["rows"] == rows
     assert results["versions"]["torch"] == torch.__version__
@@ -80,8 +99,9 @@ def test_outputs_and_row_schema(finished):
 def test_curves_end_at_the_main_result(finished):
     _, results = finished
     for c in results["curves"]:
-        row = next(r for r in results["rows"] if r["task"] == c["task"]
-                   and r["encoder"] == c["encoder"])
+        row = next(
+            r for r in results["rows"] if r["task"] == c["task"] and r["encoder"] == c["encoder"]
+        )
         assert c["eps"][0] == 0.0 and c["eps"][-1] == pytest.approx(8 / 255)
         assert len(c["eps"]) == len(c["values"]) == 3
         # the curve uses the first curve_subset images; with 8 eval images and 4 on the curve
@@ -93,10 +113,14 @@ def test_curves_end_at_the_main_result(finished):
 def test_embed_attack_examples_computed_once_per_token_type(finished):
     _, results = finished
     per = [(e["encoder"], e["tokens"], e["heads"]) for e in results["timings"]["embed_attacks"]]
-    assert sorted(per) == sorted([
-        ("tiny", "cls", 1), ("tiny", "patch", 2), ("tiny_deacl", "cls", 1),
-        ("tiny_deacl", "patch", 2),
-    ])
+    assert sorted(per) == sorted(
+        [
+            ("tiny", "cls", 1),
+            ("tiny", "patch", 2),
+            ("tiny_deacl", "cls", 1),
+            ("tiny_deacl", "patch", 2),
+        ]
+    )
     assert results["timings"]["embed_attack_saved_seconds"] > 0
 
 
@@ -111,12 +135,12 @@ def test_deacl_history_recorded(finished):
 
 
 def test_rerun_skips_finished_cells_and_refuses_other_configs(finished, tmp_path):
-    out, results = finished
+    out, _ = finished
     before = json.loads((out / "results.json").read_text())
     again = run_benchmark(tiny_spec(), out=out, progress=False)
     assert again["rows"] == before["rows"]
     assert again["timings"]["embed_attacks"] == []  # nothing recomputed
-    with pytest.raises(ValueError, match="different benchmark config.*--force"):
+    with pytest.raises(ValueError, match=r"different benchmark config.*--force"):
         run_benchmark(tiny_spec(steps=3), out=out, progress=False)
 
 
@@ -141,8 +165,15 @@ def test_force_starts_over_and_resume_after_partial_run(tmp_path):
 def test_missing_dataset_root_is_reported(tmp_path):
     spec = BenchSpec(
         encoders=(EncoderSpecEntry(name="tiny", registry="vit_test"),),
-        datasets=(DatasetSpec(name="c10", dataset="cifar10", tasks=("classification",),
-                              root=str(tmp_path / "nope"), image_size=16),),
+        datasets=(
+            DatasetSpec(
+                name="c10",
+                dataset="cifar10",
+                tasks=("classification",),
+                root=str(tmp_path / "nope"),
+                image_size=16,
+            ),
+        ),
     )
     with pytest.raises(FileNotFoundError, match="expected this layout"):
         run_benchmark(spec, out=tmp_path / "o", progress=False)

@@ -78,16 +78,51 @@ def test_fingerprint_ignores_out_and_device_but_not_settings(tmp_path):
 @pytest.mark.parametrize(
     ("old", "new", "exc", "match"),
     [
-        ('out = "runs/x"', 'outdir = "x"', ValueError, r"unknown key 'outdir' in the config; valid keys: encoders"),
-        ("steps = 3", "stepz = 3", ValueError, r"unknown key 'stepz' in attack; valid keys: eps, step_size, steps"),
-        ('registry = "vit_test"', 'registry = "vit_test"\nweight = "x"', ValueError, r"'weight' in encoders\[0\]"),
+        (
+            'out = "runs/x"',
+            'outdir = "x"',
+            ValueError,
+            r"unknown key 'outdir' in the config; valid keys: encoders",
+        ),
+        (
+            "steps = 3",
+            "stepz = 3",
+            ValueError,
+            r"unknown key 'stepz' in attack; valid keys: eps, step_size, steps",
+        ),
+        (
+            'registry = "vit_test"',
+            'registry = "vit_test"\nweight = "x"',
+            ValueError,
+            r"'weight' in encoders\[0\]",
+        ),
         ('eps = "8/255"', "eps = 8", ValueError, "did you mean 8/255"),
         ('eps = "8/255"', 'eps = "8 / 0"', ValueError, "fraction like '8/255'"),
-        ('tasks = ["classification", "depth"]', 'tasks = ["detection"]', ValueError, "tasks must be one of"),
-        ('base = "tiny"', 'base = "nope"', ValueError, r"deacl.base must name another encoder entry; got 'nope'"),
-        ('dataset = "shapes"\nconfig', 'dataset = "cifar"\nconfig', ValueError, "deacl.dataset must name a dataset entry"),
+        (
+            'tasks = ["classification", "depth"]',
+            'tasks = ["detection"]',
+            ValueError,
+            "tasks must be one of",
+        ),
+        (
+            'base = "tiny"',
+            'base = "nope"',
+            ValueError,
+            r"deacl.base must name another encoder entry; got 'nope'",
+        ),
+        (
+            'dataset = "shapes"\nconfig',
+            'dataset = "cifar"\nconfig',
+            ValueError,
+            "deacl.dataset must name a dataset entry",
+        ),
         ("[heads.depth]", "[heads.detection]", ValueError, "heads must be one of"),
-        ('name = "tiny_deacl"', 'name = "tiny"', ValueError, r"duplicate encoder names: \['tiny'\]"),
+        (
+            'name = "tiny_deacl"',
+            'name = "tiny"',
+            ValueError,
+            r"duplicate encoder names: \['tiny'\]",
+        ),
     ],
 )
 def test_bad_configs(tmp_path, old, new, exc, match):
@@ -126,7 +161,10 @@ def test_default_spec_is_valid_and_runs_offline():
 
 def test_dataclass_validation():
     with pytest.raises(ValueError, match="needs registry="):
-        BenchSpec(encoders=(EncoderSpecEntry(name="a"),), datasets=(DatasetSpec("d", "shapes", ("depth",)),))
+        BenchSpec(
+            encoders=(EncoderSpecEntry(name="a"),),
+            datasets=(DatasetSpec("d", "shapes", ("depth",)),),
+        )
     with pytest.raises(ValueError, match="lists no tasks"):
         DatasetSpec("d", "shapes", ())
 
@@ -134,10 +172,19 @@ def test_dataclass_validation():
 def test_paper_config_parses():
     spec = load_spec(Path(__file__).resolve().parents[1] / "configs" / "paper.toml")
     assert {e.name for e in spec.encoders} == {
-        "dinov2_vits14", "dinov2_vitb14", "dino_vitb16", "dino_vitb16_deacl",
+        "dinov2_vits14",
+        "dinov2_vitb14",
+        "dino_vitb16",
+        "dino_vitb16_deacl",
     }
     assert {d.name for d in spec.datasets} == {
-        "cifar10", "cifar100", "stl10", "ade20k", "cityscapes", "voc2012", "nyu_depth_v2",
+        "cifar10",
+        "cifar100",
+        "stl10",
+        "ade20k",
+        "cityscapes",
+        "voc2012",
+        "nyu_depth_v2",
     }
     assert spec.attack.eps == pytest.approx(8 / 255)
 
@@ -163,6 +210,9 @@ def test_cli_errors_are_clear(tmp_path, capsys):
 
 def test_python_dash_m_entry_point():
     out = subprocess.run(
-        [sys.executable, "-m", "ssl_robust", "--version"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "ssl_robust", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert out.stdout.startswith("ssl-robust ")

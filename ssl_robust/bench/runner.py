@@ -12,29 +12,39 @@ cell is written to ``results.json`` at once, and a rerun skips the cells already
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
-import os
 import platform
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
 from .. import __version__, _checks
 from ..adaptors import LinearClassifier, LinearDepther, LinearSegmenter, TaskModel, fit
 from ..attacks import PGD, Attack, DepthPGD, EmbedAttack, SegPGD
-from ..data import create_dataset, eval_transform
-from ..data.base import DatasetInfo, SampleDataset
+from ..data.base import DatasetInfo
 from ..encoders import Encoder, create_encoder
 from ..metrics import Accuracy, DepthMetrics, MeanIoU
+from ._deacl import deacl_encoder
+from ._io import (
+    DeviceLoader,
+    EvalData,
+    PairDataset,
+    atomic_save,
+    atomic_write_json,
+    barrier,
+    batches,
+    dataset_info,
+    load_tensors,
+    open_dataset,
+    preset_batch,
+    progress_bar,
+    rank_world,
+)
 from .spec import BenchSpec, DatasetSpec, EncoderSpecEntry, HeadSpec
 
 __all__ = ["TASK_ATTACK", "TASK_METRIC", "run_benchmark"]
@@ -46,99 +56,11 @@ TASK_METRIC = {"classification": "accuracy", "segmentation": "miou", "depth": "r
 #: The task attack per task.
 TASK_ATTACK = {"classification": "PGD", "segmentation": "SegPGD", "depth": "DepthPGD"}
 _TARGET_KEY = {"classification": "label", "segmentation": "mask", "depth": "depth"}
-_TOKENS = {"classification": "cls", "segmentation": "patch", "depth": "patch"}
-
-
-# --------------------------------------------------------------------------- helpers
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _barrier() -> None:
-    if _rank_world()[1] > 1:
-        dist.barrier()
-
-
-def _atomic_write_json(obj: object, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
-    os.replace(tmp, path)
-
-
-def _atomic_save(obj: object, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled or _rank_world()[0] != 0:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ModuleNotFoundError:
-        return None
-    return tqdm(total=total, desc=desc, leave=False)
-
-
-@dataclass
-class _EvalData:
-    """An evaluation subset held in memory (this rank's shard)."""
-
-    images: Tensor
-    targets: dict[str, Tensor]
-    info: DatasetInfo
-
-
-def _open(ds: DatasetSpec, split: str, *, subset: int | None, seed: int) -> SampleDataset:
-    opts = dict(ds.options)
-    transform = None
-    if ds.dataset == "shapes":
-        opts.setdefault("image_size", ds.image_size)
-    else:
-        transform = eval_transform(ds.image_size)
-    return create_dataset(
-        ds.dataset, ds.root, split, transform=transform, subset=subset, seed=seed, **opts
-    )
-
-
-def _info(dataset: SampleDataset) -> DatasetInfo:
-    info = getattr(dataset, "info", None)
-    while info is None and hasattr(dataset, "dataset"):
-        dataset = dataset.dataset
-        info = getattr(dataset, "info", None)
-    if not isinstance(info, DatasetInfo):
-        raise _checks.SSLRobustValueError("the dataset does not describe itself (no .info)")
-    return info
-
-
-def _load_tensors(dataset: SampleDataset, indices: list[int], keys: tuple[str, ...]) -> dict[str, Tensor]:
-    samples = [dataset[i] for i in indices]
-    out = {"image": torch.stack([s["image"] for s in samples]) if samples else torch.empty(0)}
-    for key in keys:
-        out[key] = torch.stack([s[key] for s in samples])  # type: ignore[literal-required]
-    return out
-
-
-def _batches(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
-
-
-class _PairDataset(torch.utils.data.Dataset[tuple[Tensor, Tensor]]):
-    """(image, target) pairs of one task, for head training."""
-
-    def __init__(self, dataset: SampleDataset, key: str) -> None:
-        self.dataset, self.key = dataset, key
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        s = self.dataset[i]
-        return s["image"], s[self.key]  # type: ignore[literal-required]
+_TOKENS: dict[str, Literal["cls", "patch"]] = {
+    "classification": "cls",
+    "segmentation": "patch",
+    "depth": "patch",
+}
 
 
 # --------------------------------------------------------------------------- the runner
@@ -147,14 +69,19 @@ class _Runner:
         self.spec = spec
         self.out = out
         self.progress = progress
-        self.rank, self.world = _rank_world()
+        self.rank, self.world = rank_world()
         self.device = torch.device(spec.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise _checks.SSLRobustValueError("device='cuda' but torch sees no CUDA device")
-        self.results: dict[str, Any] = {"rows": [], "curves": [], "deacl_history": [], "galleries": []}
+        self.results: dict[str, Any] = {
+            "rows": [],
+            "curves": [],
+            "deacl_history": [],
+            "galleries": [],
+        }
         self.timings: dict[str, Any] = {"embed_attacks": []}
         self.encoders: dict[str, Encoder] = {}
-        self.eval_data: dict[str, _EvalData] = {}
+        self.eval_data: dict[str, EvalData] = {}
 
     # ---------------------------------------------------------------- persistence
     def _results_path(self) -> Path:
@@ -162,7 +89,7 @@ class _Runner:
 
     def _save(self) -> None:
         if self.rank == 0:
-            _atomic_write_json(self.results, self._results_path())
+            atomic_write_json(self.results, self._results_path())
 
     def prepare_out(self, force: bool) -> None:
         path = self._results_path()
@@ -184,7 +111,7 @@ class _Runner:
             elif self.rank == 0:
                 for sub in ("heads", "encoders", "deacl", "galleries", "figures"):
                     shutil.rmtree(self.out / sub, ignore_errors=True)
-        _barrier()
+        barrier()
         self.results["fingerprint"] = fingerprint
         self.results["config"] = self.spec.to_dict()
         self.results["versions"] = {
@@ -195,7 +122,7 @@ class _Runner:
         if self.rank == 0:
             for sub in ("heads", "encoders", "galleries"):
                 (self.out / sub).mkdir(parents=True, exist_ok=True)
-        _barrier()
+        barrier()
 
     def _done(self, task: str, dataset: str, encoder: str) -> bool:
         return any(
@@ -204,10 +131,12 @@ class _Runner:
         )
 
     # ---------------------------------------------------------------- data
-    def data(self, ds: DatasetSpec) -> _EvalData:
+    def data(self, ds: DatasetSpec) -> EvalData:
         if ds.name not in self.eval_data:
-            dataset = _open(ds, ds.eval_split, subset=self.spec.eval.subset, seed=self.spec.eval.seed)
-            info = _info(dataset)
+            dataset = open_dataset(
+                ds, ds.eval_split, subset=self.spec.eval.subset, seed=self.spec.eval.seed
+            )
+            info = dataset_info(dataset)
             missing = [t for t in ds.tasks if t not in info.tasks]
             if missing:
                 raise _checks.SSLRobustValueError(
@@ -216,21 +145,28 @@ class _Runner:
                 )
             shard = list(range(len(dataset)))[self.rank :: self.world]
             keys = tuple(_TARGET_KEY[t] for t in ds.tasks)
-            tensors = _load_tensors(dataset, shard, keys)
+            tensors = load_tensors(dataset, shard, keys)
             images = tensors.pop("image")
-            self.eval_data[ds.name] = _EvalData(images, tensors, info)
+            self.eval_data[ds.name] = EvalData(images, tensors, info)
         return self.eval_data[ds.name]
 
     # ---------------------------------------------------------------- encoders
     def encoder(self, entry: EncoderSpecEntry) -> Encoder:
         if entry.name in self.encoders:
             return self.encoders[entry.name]
+        enc: Encoder
         if entry.deacl is None:
-            enc = create_encoder(
-                entry.registry, weights=entry.weights, pretrained=entry.pretrained, **entry.options
-            )
+            with torch.random.fork_rng(devices=[]):  # weightless encoders: seeded random init
+                torch.manual_seed(self.spec.seed)
+                enc = create_encoder(
+                    entry.registry,
+                    weights=entry.weights,
+                    pretrained=entry.pretrained,
+                    **entry.options,
+                )
         else:
-            enc = self._deacl_encoder(entry)
+            base = self.encoder(self._entry(entry.deacl.base))
+            enc = deacl_encoder(self, entry, base)
         enc = enc.to(self.device).eval()
         enc.requires_grad_(False)
         self.encoders[entry.name] = enc
@@ -239,57 +175,10 @@ class _Runner:
     def _entry(self, name: str) -> EncoderSpecEntry:
         return next(e for e in self.spec.encoders if e.name == name)
 
-    def _deacl_encoder(self, entry: EncoderSpecEntry) -> Encoder:
-        from ..defenses import DeACLConfig, DeACLTrainer
-
-        assert entry.deacl is not None
-        d = entry.deacl
-        base = self.encoder(self._entry(d.base))
-        exported = self.out / "encoders" / f"{entry.name}.pt"
-        student = copy.deepcopy(base).cpu().requires_grad_(True)
-        if d.checkpoint is not None:
-            state = torch.load(d.checkpoint, map_location="cpu", weights_only=True)
-            student.load_state_dict(state.get("student", state))
-            return student
-        if exported.exists():
-            student.load_state_dict(torch.load(exported, map_location="cpu", weights_only=True))
-            return student
-        ds = next(x for x in self.spec.datasets if x.name == d.dataset)
-        train = _open(ds, ds.train_split, subset=d.train_size, seed=self.spec.seed)
-        images = _ImagesOnly(train)
-        sampler = (
-            torch.utils.data.distributed.DistributedSampler(images, seed=self.spec.seed)
-            if self.world > 1
-            else None
-        )
-        loader = torch.utils.data.DataLoader(
-            images,
-            batch_size=d.batch_size,
-            shuffle=sampler is None,
-            sampler=sampler,
-            drop_last=True,
-            generator=torch.Generator().manual_seed(self.spec.seed),
-        )
-        config = DeACLConfig(**{"eps": self.spec.attack.eps / 2, **dict(d.config)})
-        trainer = DeACLTrainer(student.to(self.device), config=config)
-        history = _DeACLHistory(self, entry, base, ds)
-        log = trainer.fit(
-            loader,
-            checkpoint_dir=self.out / "deacl" / entry.name,
-            callbacks=[history],
-            progress=self.progress,
-        )
-        for rec in log:
-            for h in self.results["deacl_history"]:
-                if h["encoder"] == entry.name and h["epoch"] == rec["epoch"]:
-                    h.update({k: float(v) for k, v in rec.items() if k != "epoch"})
-        if self.rank == 0:
-            trainer.export_student(exported)
-        self._save()
-        return trainer.student
-
     # ---------------------------------------------------------------- heads
-    def head(self, enc_entry: EncoderSpecEntry, ds: DatasetSpec, task: str, info: DatasetInfo) -> TaskModel:
+    def head(
+        self, enc_entry: EncoderSpecEntry, ds: DatasetSpec, task: str, info: DatasetInfo
+    ) -> TaskModel:
         enc = self.encoder(enc_entry)
         dim = enc.embed_dim
         head: nn.Module
@@ -307,16 +196,16 @@ class _Runner:
             head.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
             return model.eval()
         hs = self.spec.heads.get(task, HeadSpec())
-        train = _open(ds, ds.train_split, subset=hs.train_size, seed=self.spec.seed)
+        train = open_dataset(ds, ds.train_split, subset=hs.train_size, seed=self.spec.seed)
         loader = torch.utils.data.DataLoader(
-            _PairDataset(train, _TARGET_KEY[task]),
-            batch_size=hs.batch_size or _preset_batch(task),
+            PairDataset(train, _TARGET_KEY[task]),
+            batch_size=hs.batch_size or preset_batch(task),
             shuffle=True,
             generator=torch.Generator().manual_seed(self.spec.seed),
         )
         fit(
             model,
-            _DeviceLoader(loader, self.device),
+            DeviceLoader(loader, self.device),
             preset=task,  # type: ignore[arg-type]
             epochs=hs.epochs,
             lr=hs.lr,
@@ -326,7 +215,7 @@ class _Runner:
             progress=self.progress,
         )
         if self.rank == 0:
-            _atomic_save(head.state_dict(), path)
+            atomic_save(head.state_dict(), path)
         return model.eval()
 
     # ---------------------------------------------------------------- attacks & metrics
@@ -341,7 +230,9 @@ class _Runner:
             generator=torch.Generator().manual_seed(self.spec.seed),
         )
 
-    def task_attack(self, task: str, model: TaskModel, info: DatasetInfo, eps: float | None = None) -> Attack:
+    def task_attack(
+        self, task: str, model: TaskModel, info: DatasetInfo, eps: float | None = None
+    ) -> Attack:
         opts = self._attack_opts(eps)
         if task == "classification":
             return PGD(model, early_stop=True, **opts)
@@ -355,11 +246,13 @@ class _Runner:
             )
         return DepthPGD(model, min_depth=info.min_depth, max_depth=info.max_depth, **opts)
 
-    def run_attack(self, attack: Attack, images: Tensor, target: Tensor | None, desc: str) -> Tensor:
+    def run_attack(
+        self, attack: Attack, images: Tensor, target: Tensor | None, desc: str
+    ) -> Tensor:
         bs = self.spec.eval.batch_size
-        bar = _progress(len(images), desc, self.progress)
+        bar = progress_bar(len(images), desc, self.progress)
         out = []
-        for sl in _batches(len(images), bs):
+        for sl in batches(len(images), bs):
             x = images[sl].to(self.device)
             t = None if target is None else target[sl].to(self.device)
             out.append(attack(x, t).cpu())
@@ -372,7 +265,7 @@ class _Runner:
     def predict(self, model: TaskModel, images: Tensor) -> Tensor:
         preds = []
         with torch.no_grad():
-            for sl in _batches(len(images), self.spec.eval.batch_size):
+            for sl in batches(len(images), self.spec.eval.batch_size):
                 preds.append(model(images[sl].to(self.device)).float().cpu())
         return torch.cat(preds)
 
@@ -415,9 +308,9 @@ class _Runner:
                 )
             model = self.head(entry, ds, task, data.info)
             target = data.targets[_TARGET_KEY[task]]
-            attack = self.task_attack(task, model, data.info)
+            task_attack = self.task_attack(task, model, data.info)
             task_adv = self.run_attack(
-                attack, data.images, target, f"{entry.name}/{ds.name}/{TASK_ATTACK[task]}"
+                task_attack, data.images, target, f"{entry.name}/{ds.name}/{TASK_ATTACK[task]}"
             )
             preds = {
                 "clean": self.predict(model, data.images),
@@ -436,8 +329,13 @@ class _Runner:
             }
             logger.info(
                 "%s %s %s: clean %.3f, EmbedAttack %.3f, %s %.3f",
-                entry.name, ds.name, task, row["clean"], row["embed_attack"],
-                TASK_ATTACK[task], row["task_attack"],
+                entry.name,
+                ds.name,
+                task,
+                row["clean"],
+                row["embed_attack"],
+                TASK_ATTACK[task],
+                row["task_attack"],
             )
             self._curves(entry, ds, task, model, data, embed_adv[tokens], task_adv, preds)
             self._gallery(entry, ds, task, data, embed_adv[tokens], task_adv, preds)
@@ -445,8 +343,15 @@ class _Runner:
             self._save()
 
     def _curves(
-        self, entry: EncoderSpecEntry, ds: DatasetSpec, task: str, model: TaskModel,
-        data: _EvalData, embed_adv: Tensor, task_adv: Tensor, preds: dict[str, Tensor],
+        self,
+        entry: EncoderSpecEntry,
+        ds: DatasetSpec,
+        task: str,
+        model: TaskModel,
+        data: EvalData,
+        embed_adv: Tensor,
+        task_adv: Tensor,
+        preds: dict[str, Tensor],
     ) -> None:
         a = self.spec.attack
         if not a.curve_eps:
@@ -463,24 +368,40 @@ class _Runner:
             values = []
             for eps in eps_list:
                 if kind == "embed_attack":
-                    atk: Attack = EmbedAttack(model.encoder, tokens=_TOKENS[task], **self._attack_opts(eps))  # type: ignore[arg-type]
-                    adv = self.run_attack(atk, images, None, f"curve EmbedAttack ε={eps * 255:.0f}/255")
+                    atk: Attack = EmbedAttack(
+                        model.encoder, tokens=_TOKENS[task], **self._attack_opts(eps)
+                    )  # type: ignore[arg-type]
+                    adv = self.run_attack(
+                        atk, images, None, f"curve EmbedAttack ε={eps * 255:.0f}/255"
+                    )
                 else:
                     atk = self.task_attack(task, model, data.info, eps)
-                    adv = self.run_attack(atk, images, target, f"curve {TASK_ATTACK[task]} ε={eps * 255:.0f}/255")
+                    adv = self.run_attack(
+                        atk, images, target, f"curve {TASK_ATTACK[task]} ε={eps * 255:.0f}/255"
+                    )
                 values.append(self.metric(task, data.info, self.predict(model, adv), target))
             self.results["curves"].append(
                 {
-                    "task": task, "dataset": ds.name, "encoder": entry.name,
-                    "encoder_type": entry.encoder_type, "metric": TASK_METRIC[task],
-                    "attack": kind, "eps": [0.0, *eps_list, a.eps],
+                    "task": task,
+                    "dataset": ds.name,
+                    "encoder": entry.name,
+                    "encoder_type": entry.encoder_type,
+                    "metric": TASK_METRIC[task],
+                    "attack": kind,
+                    "eps": [0.0, *eps_list, a.eps],
                     "values": [clean, *values, main[kind]],
                 }
             )
 
     def _gallery(
-        self, entry: EncoderSpecEntry, ds: DatasetSpec, task: str, data: _EvalData,
-        embed_adv: Tensor, task_adv: Tensor, preds: dict[str, Tensor],
+        self,
+        entry: EncoderSpecEntry,
+        ds: DatasetSpec,
+        task: str,
+        data: EvalData,
+        embed_adv: Tensor,
+        task_adv: Tensor,
+        preds: dict[str, Tensor],
     ) -> None:
         n = min(self.spec.eval.gallery, len(data.images))
         if n == 0 or self.rank != 0:
@@ -492,112 +413,27 @@ class _Runner:
             return p[:n].argmax(1)
 
         rel = Path("galleries") / f"{ds.name}__{task}__{entry.name}.pt"
-        _atomic_save(
+        atomic_save(
             {
-                "images": data.images[:n], "embed_adv": embed_adv[:n], "task_adv": task_adv[:n],
+                "images": data.images[:n],
+                "embed_adv": embed_adv[:n],
+                "task_adv": task_adv[:n],
                 "target": data.targets[_TARGET_KEY[task]][:n],
-                "pred_clean": labels(preds["clean"]), "pred_embed": labels(preds["embed"]),
+                "pred_clean": labels(preds["clean"]),
+                "pred_embed": labels(preds["embed"]),
                 "pred_task": labels(preds["task"]),
             },
             self.out / rel,
         )
         self.results["galleries"].append(
-            {"task": task, "dataset": ds.name, "encoder": entry.name,
-             "encoder_type": entry.encoder_type, "file": str(rel)}
+            {
+                "task": task,
+                "dataset": ds.name,
+                "encoder": entry.name,
+                "encoder_type": entry.encoder_type,
+                "file": str(rel),
+            }
         )
-
-
-def _preset_batch(task: str) -> int:
-    from ..adaptors.training import PRESETS
-
-    return PRESETS[task].batch_size
-
-
-class _ImagesOnly(torch.utils.data.Dataset[Tensor]):
-    def __init__(self, dataset: SampleDataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> Tensor:
-        return self.dataset[i]["image"]
-
-
-class _DeviceLoader:
-    """Re-iterable loader that moves (images, target) batches to a device."""
-
-    def __init__(self, loader: torch.utils.data.DataLoader[Any], device: torch.device) -> None:
-        self.loader, self.device = loader, device
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for x, y in self.loader:
-            yield x.to(self.device), y.to(self.device)
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-
-class _DeACLHistory:
-    """Per-epoch robustness of the student during DeACL (the paper's Fig. 2)."""
-
-    def __init__(self, runner: _Runner, entry: EncoderSpecEntry, teacher: Encoder, ds: DatasetSpec) -> None:
-        self.runner, self.entry, self.teacher, self.ds = runner, entry, teacher, ds
-        data = runner.data(ds)
-        n = min(runner.spec.attack.curve_subset, len(data.images))
-        self.images = data.images[:n]
-        self.labels = data.targets.get("label")
-        self.labels = None if self.labels is None else self.labels[:n]
-        self.train: tuple[Tensor, Tensor] | None = None
-        if self.labels is not None:
-            train = _open(ds, ds.train_split, subset=512, seed=runner.spec.seed + 1)
-            t = _load_tensors(train, list(range(len(train))), ("label",))
-            self.train = (t["image"], t["label"])
-
-    def __call__(self, epoch: int, student: nn.Module) -> None:
-        r = self.runner
-        enc = student.module if hasattr(student, "module") else student
-        enc = enc.eval()
-        x = self.images.to(r.device)
-        with torch.no_grad():
-            clean = enc(x).cls
-            teach = self.teacher(x).cls
-        attack = EmbedAttack(enc, distance="cosine", **r._attack_opts())
-        adv = r.run_attack(attack, self.images, None, f"DeACL epoch {epoch} EmbedAttack")
-        with torch.no_grad():
-            adv_emb = enc(adv.to(r.device)).cls
-        rec: dict[str, Any] = {
-            "encoder": self.entry.name,
-            "epoch": epoch,
-            "clean_alignment": float(torch.cosine_similarity(clean, teach, dim=1).mean()),
-            "embed_cosine": float(torch.cosine_similarity(adv_emb, clean, dim=1).mean()),
-        }
-        if self.train is not None and self.labels is not None:
-            probe = _quick_probe(enc, *self.train, r.device)
-            with torch.no_grad():
-                rec["clean_accuracy"] = float((probe(clean).argmax(1).cpu() == self.labels).float().mean())
-                rec["embed_accuracy"] = float((probe(adv_emb).argmax(1).cpu() == self.labels).float().mean())
-        r.results["deacl_history"] = [
-            h for h in r.results["deacl_history"]
-            if not (h["encoder"] == self.entry.name and h["epoch"] == epoch)
-        ] + [rec]
-        r._save()
-
-
-def _quick_probe(enc: nn.Module, images: Tensor, labels: Tensor, device: torch.device) -> Callable[[Tensor], Tensor]:
-    """A linear probe fitted on frozen CLS features (full batch Adam), for DeACL curves."""
-    with torch.no_grad():
-        feats = torch.cat([enc(images[sl].to(device)).cls for sl in _batches(len(images), 128)])
-    mean, std = feats.mean(0), feats.std(0) + 1e-6
-    lin = nn.Linear(feats.shape[1], int(labels.max()) + 1).to(device)
-    opt = torch.optim.Adam(lin.parameters(), lr=1e-2)
-    y = labels.to(device)
-    with torch.enable_grad():
-        for _ in range(200):
-            opt.zero_grad()
-            nn.functional.cross_entropy(lin((feats - mean) / std), y).backward()
-            opt.step()
-    return lambda f: lin((f - mean) / std)
 
 
 def run_benchmark(
@@ -645,7 +481,7 @@ def run_benchmark(
     runner.results.setdefault("timings", {})
     runner.results["timings"] = runner.timings
     runner._save()
-    _barrier()
+    barrier()
     if render and runner.rank == 0:
         from .report import render_report
 

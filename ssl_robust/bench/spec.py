@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,7 +313,9 @@ def spec_from_dict(data: Mapping[str, Any]) -> BenchSpec:
         if isinstance(raw, Mapping) and raw.get("deacl") is not None:
             deacl = _build(DeACLSpec, raw["deacl"], f"encoders[{i}].deacl")
         encoders.append(_build(EncoderSpecEntry, raw, f"encoders[{i}]", deacl=deacl))
-    datasets = [_build(DatasetSpec, raw, f"datasets[{i}]") for i, raw in enumerate(data.get("datasets", []))]
+    datasets = [
+        _build(DatasetSpec, raw, f"datasets[{i}]") for i, raw in enumerate(data.get("datasets", []))
+    ]
     heads_raw = data.get("heads", {})
     if not isinstance(heads_raw, Mapping):
         raise _checks.SSLRobustTypeError("heads must be a table keyed by task")
@@ -332,17 +335,18 @@ def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file (tomllib; tomli on Python 3.10) with clear errors."""
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
+    else:  # pragma: no cover - Python 3.10
         try:
-            import tomli as tomllib  # type: ignore[no-redef]
+            import tomli as tomllib
         except ModuleNotFoundError:
             raise ModuleNotFoundError(
                 "reading TOML configs on Python 3.10 needs tomli: pip install tomli"
             ) from None
     try:
-        return tomllib.loads(path.read_text())
+        data: dict[str, Any] = tomllib.loads(path.read_text())
+        return data
     except tomllib.TOMLDecodeError as exc:
         raise _checks.SSLRobustValueError(f"{path} is not valid TOML: {exc}") from None
 

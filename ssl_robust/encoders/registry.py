@@ -34,6 +34,7 @@ def bundled_weights_path(name: str) -> str:
         )
     return str(path)
 
+
 _DINO_URL = "https://dl.fbaipublicfiles.com/dino"
 _DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2"
 
