@@ -58,7 +58,7 @@ def create_dataset(
         subset: evaluate on this many samples, drawn once by ``seed`` (sorted indices): every
             attack sees exactly the same samples.
         seed: seed of the subset draw (and of ``shapes`` scenes).
-        **kw: ``shapes`` options: ``size``, ``image_size``, ``max_objects``, ``home_colour``.
+        **kw: ``shapes`` options: ``size``, ``image_size``, ``max_objects``, ``home_colour``, ``contrast``.
 
     Raises:
         SSLRobustValueError: unknown name (listing the choices) or split.
@@ -71,7 +71,7 @@ def create_dataset(
         (4, torch.Size([3, 32, 32]))
     """
     if name == "shapes":
-        opts = ("size", "image_size", "max_objects", "home_colour")
+        opts = ("size", "image_size", "max_objects", "home_colour", "contrast")
         _checks.check_no_unknown(
             {k: v for k, v in kw.items() if k not in opts},
             (*opts, "transform", "subset", "seed"),

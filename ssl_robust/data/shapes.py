@@ -71,6 +71,7 @@ def render_shapes_scene(
     *,
     max_objects: int = 3,
     home_colour: float = 0.75,
+    contrast: float = 1.0,
 ) -> Sample:
     """Render one scene (see the module docstring) with all randomness from ``generator``.
 
@@ -80,6 +81,9 @@ def render_shapes_scene(
         max_objects: at most this many shapes (at least 1).
         home_colour: probability that a shape takes its kind's own colour (red circles, green
             squares, blue triangles, yellow crosses); otherwise one of the other 5 colours.
+        contrast: the image is blended towards mid-grey, ``0.5 + contrast * (image - 0.5)``
+            (1: unchanged; lower values give hazy, low-contrast scenes whose features an
+            attack budget moves further).
 
     Returns:
         A :class:`Sample` with ``image`` (3, H, W), ``label`` (), ``mask`` (H, W) and ``depth``
@@ -146,6 +150,8 @@ def render_shapes_scene(
     main = int(counts.argmax())
     noise = (torch.rand(3, h, w, generator=g) - 0.5) * 0.06
     image = (image + noise).clamp(0.0, 1.0)
+    if contrast != 1.0:
+        image = 0.5 + contrast * (image - 0.5)
     return Sample(
         image=image.float(),
         label=torch.tensor(objects[main][3], dtype=torch.int64),
@@ -164,6 +170,7 @@ class ShapesDataset(SampleDataset):
         seed: base seed; sample i of a split is rendered from ``(seed, split, i)``.
         max_objects: at most this many shapes per scene.
         home_colour: probability that a shape has its kind's own colour.
+        contrast: blend towards mid-grey (1: unchanged), see :func:`render_shapes_scene`.
         transform: optional joint transform applied to each sample.
 
     Example:
@@ -182,6 +189,7 @@ class ShapesDataset(SampleDataset):
         seed: int = 0,
         max_objects: int = 3,
         home_colour: float = 0.75,
+        contrast: float = 1.0,
         transform: Callable[[Sample], Sample] | None = None,
     ) -> None:
         super().__init__(transform=transform)
@@ -200,6 +208,9 @@ class ShapesDataset(SampleDataset):
         self.home_colour = _checks.check_positive_float("home_colour", home_colour, allow_zero=True)
         if self.home_colour > 1:
             raise _checks.SSLRobustValueError(f"home_colour must be in [0, 1]; got {home_colour}")
+        self.contrast = _checks.check_positive_float("contrast", contrast)
+        if self.contrast > 1:
+            raise _checks.SSLRobustValueError(f"contrast must be in (0, 1]; got {contrast}")
         self.info = DatasetInfo(
             name="shapes",
             tasks=("classification", "segmentation", "depth"),
@@ -217,5 +228,9 @@ class ShapesDataset(SampleDataset):
         stream = (self.seed * 3 + _SPLIT_OFFSET[self.split]) * 1_000_003 + index
         g = torch.Generator().manual_seed(stream)
         return render_shapes_scene(
-            self.image_size, g, max_objects=self.max_objects, home_colour=self.home_colour
+            self.image_size,
+            g,
+            max_objects=self.max_objects,
+            home_colour=self.home_colour,
+            contrast=self.contrast,
         )
