@@ -50,14 +50,21 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time of each function, run interleaved so load drifts hit all equally."""
+def interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, clock: str = "cpu"
+) -> dict[str, float]:
+    """Median time of each function, run interleaved so load drifts hit all equally.
+
+    ``clock="cpu"`` measures this process's CPU time (robust to other jobs on a shared machine
+    when torch uses one thread); ``"wall"`` measures wall time (use it on a GPU).
+    """
+    now = time.process_time if clock == "cpu" else time.perf_counter
     for fn in fns.values():  # warm-up
         fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = now()
             fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(now() - start)
     return {k: statistics.median(v) for k, v in times.items()}

@@ -26,6 +26,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="run under torch.autocast(bf16)")
     a = p.parse_args()
@@ -62,10 +63,13 @@ def main() -> None:
     }
     ctx = torch.autocast(device.type, dtype=torch.bfloat16, enabled=a.bf16)
     with ctx:
-        t = interleaved(fns, a.repeats)
+        t = interleaved(fns, a.repeats, a.clock)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    print(f"device={device} batch={a.batch} steps={a.steps} threads={a.threads} bf16={a.bf16}")
+    print(
+        f"device={device} batch={a.batch} steps={a.steps} threads={a.threads} bf16={a.bf16} "
+        f"clock={a.clock}"
+    )
     for name in fns:
         print(f"{name:<12} {t[name] * 1000:9.1f} ms")
     print(f"PGD / bare loop:         {t['PGD'] / t['bare_pgd']:.3f}")

@@ -55,6 +55,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=256)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     p.add_argument("--check-equal", action="store_true")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -78,7 +79,7 @@ def main() -> None:
         torch.manual_seed(0)
         results["classic"] = classic_pgd(model, images, labels, True, torch.Generator())
 
-    t = interleaved({"ours": run_ours, "classic": run_classic}, a.repeats)
+    t = interleaved({"ours": run_ours, "classic": run_classic}, a.repeats, a.clock)
     print(
         f"classic 20-step PGD: {t['classic']:.2f} s, robust accuracy "
         f"{acc(model, results['classic'], labels):.3f}"

@@ -58,7 +58,8 @@ def create_dataset(
         subset: evaluate on this many samples, drawn once by ``seed`` (sorted indices): every
             attack sees exactly the same samples.
         seed: seed of the subset draw (and of ``shapes`` scenes).
-        **kw: ``shapes`` options: ``size``, ``image_size``, ``max_objects``, ``home_colour``, ``contrast``.
+        **kw: ``shapes`` options: ``size``, ``image_size``, ``max_objects``, ``home_colour``,
+            ``contrast``.
 
     Raises:
         SSLRobustValueError: unknown name (listing the choices) or split.
