@@ -75,8 +75,8 @@ class _DeACLData:
 def _deacl(args: argparse.Namespace) -> int:
     import torch
 
+    from .bench._io import ImagesOnly, open_images
     from .bench.spec import _build, parse_budget, read_toml
-    from .data import create_dataset, eval_transform
     from .defenses import DeACLConfig, DeACLTrainer
     from .encoders import create_encoder
 
@@ -102,25 +102,17 @@ def _deacl(args: argparse.Namespace) -> int:
     student = create_encoder(
         enc.registry, weights=enc.weights, pretrained=enc.pretrained, **enc.options
     ).to(device)
-    opts = dict(data.options)
-    transform = None
-    if data.dataset == "shapes":
-        opts.setdefault("image_size", data.image_size)
-    else:
-        transform = eval_transform(data.image_size)
-    dataset = create_dataset(
-        data.dataset, data.root, data.split, transform=transform, subset=data.subset, **opts
+    dataset = open_images(
+        data.dataset,
+        data.root,
+        data.split,
+        image_size=data.image_size,
+        options=data.options,
+        subset=data.subset,
+        seed=config.seed,
     )
-
-    class Images(torch.utils.data.Dataset[Any]):
-        def __len__(self) -> int:
-            return len(dataset)
-
-        def __getitem__(self, i: int) -> Any:
-            return dataset[i]["image"]
-
     loader = torch.utils.data.DataLoader(
-        Images(),
+        ImagesOnly(dataset),
         batch_size=data.batch_size,
         shuffle=True,
         drop_last=True,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ __all__ = [
     "dataset_info",
     "load_tensors",
     "open_dataset",
+    "open_images",
     "preset_batch",
     "progress_bar",
     "rank_world",
@@ -79,15 +80,37 @@ class EvalData:
 
 
 def open_dataset(ds: DatasetSpec, split: str, *, subset: int | None, seed: int) -> SampleDataset:
-    opts = dict(ds.options)
-    transform = None
-    if ds.dataset == "shapes":
-        opts.setdefault("image_size", ds.image_size)
-    else:
-        transform = eval_transform(ds.image_size)
-    return create_dataset(
-        ds.dataset, ds.root, split, transform=transform, subset=subset, seed=seed, **opts
+    """The ``split`` of a spec's dataset at its image size (see :func:`open_images`)."""
+    return open_images(
+        ds.dataset,
+        ds.root,
+        split,
+        image_size=ds.image_size,
+        options=ds.options,
+        subset=subset,
+        seed=seed,
     )
+
+
+def open_images(
+    name: str,
+    root: str | None,
+    split: str,
+    *,
+    image_size: int,
+    options: Mapping[str, Any],
+    subset: int | None,
+    seed: int,
+) -> SampleDataset:
+    """A registry dataset at a fixed size: ``shapes`` renders at it, the others are resized
+    (shorter side) and centre-cropped to it, so samples batch together."""
+    opts = dict(options)
+    transform = None
+    if name == "shapes":
+        opts.setdefault("image_size", image_size)
+    else:
+        transform = eval_transform(image_size)
+    return create_dataset(name, root, split, transform=transform, subset=subset, seed=seed, **opts)
 
 
 def dataset_info(dataset: SampleDataset) -> DatasetInfo:
