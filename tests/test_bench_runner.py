@@ -177,3 +177,57 @@ def test_missing_dataset_root_is_reported(tmp_path):
     )
     with pytest.raises(FileNotFoundError, match="expected this layout"):
         run_benchmark(spec, out=tmp_path / "o", progress=False)
+
+
+WORKER = """
+import json, sys
+import torch.distributed as dist
+sys.path.insert(0, {tests!r})
+from test_bench_runner import tiny_spec
+from ssl_robust.bench import run_benchmark
+dist.init_process_group("gloo")
+res = run_benchmark(tiny_spec(deacl=False, curve=False), out=sys.argv[1], progress=False,
+                    render=False)
+with open(f"{{sys.argv[1]}}/rows_rank{{dist.get_rank()}}.json", "w") as f:
+    json.dump(res["rows"], f)
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def test_torchrun_shards_the_evaluation_and_all_reduces_metrics(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER.format(tests=str(Path(__file__).parent)))
+    out = tmp_path / "dist"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            str(worker),
+            str(out),
+        ],
+        check=True,
+        timeout=240,
+        env=env,
+        capture_output=True,
+    )
+    rank0 = json.loads((out / "rows_rank0.json").read_text())
+    rank1 = json.loads((out / "rows_rank1.json").read_text())
+    assert rank0 == rank1  # every rank reports the all-reduced metrics
+    single = run_benchmark(
+        tiny_spec(deacl=False, curve=False), out=tmp_path / "one", progress=False, render=False
+    )
+    for a, b in zip(rank0, single["rows"], strict=True):
+        # clean metrics over the sharded subset equal the single-process ones exactly
+        assert a["clean"] == pytest.approx(b["clean"], abs=1e-9), a["task"]
