@@ -21,3 +21,35 @@ def test_classification_example_prints_the_table():
     assert set(rows) == {"clean", "EmbedAttack", "PGD"}
     assert rows["clean"] >= 0.9
     assert rows["PGD"] <= 0.25  # the paper's finding: PGD collapses a non-robust probe
+
+
+def _table(script: str) -> dict[str, list[float]]:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    rows = {}
+    for line in out.splitlines()[1:]:
+        *name, a, b = line.split()[:-1] if script.startswith("depth") else line.split()
+        rows[" ".join(name)] = [float(a), float(b)]
+    return rows
+
+
+def test_segmentation_example_shows_both_attacks_collapse_miou():
+    rows = _table("segmentation_robustness.py")
+    clean = rows["clean"][0]
+    assert clean > 0.3
+    assert rows["uniform noise (eps 8/255)"][0] > 0.8 * clean  # noise is not an attack
+    assert rows["EmbedAttack(tokens='patch')"][0] < 0.5 * clean
+    assert rows["SegPGD"][0] < 0.5 * clean
+
+
+def test_depth_example_shows_both_attacks_raise_rmse():
+    rows = _table("depth_robustness.py")
+    clean = rows["clean"][0]
+    assert rows["uniform noise (eps 8/255)"][0] < 1.1 * clean
+    assert rows["EmbedAttack(tokens='patch')"][0] > 1.2 * clean
+    assert rows["DepthPGD"][0] > 1.5 * clean
