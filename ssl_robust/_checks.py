@@ -221,6 +221,24 @@ def check_finite_images(images: Tensor, *, name: str = "images") -> None:
         )
 
 
+def _ndim(value: object) -> int:
+    return value.ndim if isinstance(value, Tensor) else -1
+
+
+def _class_index_tensor(value: object, *, name: str, layout: str, hint: str) -> Tensor:
+    """A tensor of integer class indices (labels or masks), or a typed error."""
+    if not isinstance(value, Tensor):
+        raise SSLRobustTypeError(
+            f"{name} must be a torch.Tensor of shape {layout} with integer class indices; "
+            f"got {type(value).__name__}"
+        )
+    if value.is_floating_point() or value.dtype == torch.bool or value.is_complex():
+        raise SSLRobustTypeError(
+            f"{name} must hold integer class indices (int64); got dtype {value.dtype}{hint}"
+        )
+    return value
+
+
 def check_labels(
     labels: object,
     *,
@@ -234,16 +252,10 @@ def check_labels(
     Returns:
         The labels as int64 on ``device`` (when given).
     """
-    if not isinstance(labels, Tensor):
-        raise SSLRobustTypeError(
-            f"{name} must be a torch.Tensor of shape ({batch},) with integer class indices; "
-            f"got {type(labels).__name__}"
-        )
-    if labels.is_floating_point() or labels.dtype == torch.bool or labels.is_complex():
-        raise SSLRobustTypeError(
-            f"{name} must hold integer class indices (int64); got dtype {labels.dtype}"
-            + (" — one-hot or probabilities? pass labels.argmax(1)" if labels.ndim == 2 else "")
-        )
+    hint = " — one-hot or probabilities? pass labels.argmax(1)"
+    labels = _class_index_tensor(
+        labels, name=name, layout=f"({batch},)", hint=hint if _ndim(labels) == 2 else ""
+    )
     if labels.ndim != 1 or labels.shape[0] != batch:
         raise SSLRobustValueError(
             f"{name} must have shape ({batch},) to match the batch of images; got shape "
@@ -315,16 +327,12 @@ def check_masks(
     Returns:
         The masks as int64 on ``device`` (when given).
     """
-    if not isinstance(masks, Tensor):
-        raise SSLRobustTypeError(
-            f"{name} must be a torch.Tensor of shape (B, H, W) with integer class indices; "
-            f"got {type(masks).__name__}"
-        )
-    if masks.is_floating_point() or masks.dtype == torch.bool or masks.is_complex():
-        raise SSLRobustTypeError(
-            f"{name} must hold integer class indices (int64); got dtype {masks.dtype} — "
-            "convert float masks with masks.long() (after checking they hold whole numbers)"
-        )
+    masks = _class_index_tensor(
+        masks,
+        name=name,
+        layout="(B, H, W)",
+        hint=" — convert float masks with masks.long() (after checking they hold whole numbers)",
+    )
     if masks.ndim == 4 and masks.shape[1] == 1:
         masks = masks[:, 0]
     if masks.ndim != 3:
