@@ -8,13 +8,14 @@ budgets are on the same [0, 1] scale (eps=8/255). The benchmark runner lives in
 >>> from ssl_robust.attacks import PGD, EmbedAttack, SegPGD, DepthPGD
 """
 
-from . import adaptors, attacks, data, defenses, encoders, losses, metrics
+from . import adaptors, attacks, data, defenses, encoders, losses, metrics, runtime, tasks
 from ._checks import SSLRobustTypeError, SSLRobustValueError
 from .adaptors import LinearClassifier, LinearDepther, LinearSegmenter, TaskModel, fit
 from .attacks import PGD, Attack, AttackResult, DepthPGD, EmbedAttack, SegPGD
 from .data import create_dataset, list_datasets
 from .defenses import DeACLConfig, DeACLTrainer
 from .encoders import Encoder, EncoderOutput, VisionTransformer, create_encoder, list_encoders, wrap
+from .evaluation import EvalResult, evaluate
 from .metrics import Accuracy, DepthMetrics, MeanIoU
 
 __version__ = "0.1.0.dev0"
@@ -31,6 +32,7 @@ __all__ = [
     "EmbedAttack",
     "Encoder",
     "EncoderOutput",
+    "EvalResult",
     "LinearClassifier",
     "LinearDepther",
     "LinearSegmenter",
@@ -48,10 +50,13 @@ __all__ = [
     "data",
     "defenses",
     "encoders",
+    "evaluate",
     "fit",
     "list_datasets",
     "list_encoders",
     "losses",
     "metrics",
+    "runtime",
+    "tasks",
     "wrap",
 ]

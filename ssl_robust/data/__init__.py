@@ -1,6 +1,7 @@
 """Datasets: a registry of real datasets, joint transforms and the synthetic ``shapes`` data."""
 
 from .base import DatasetInfo, IndexedSubset, Sample, SampleDataset, Task, subset_indices
+from .batches import unpack_batch
 from .datasets import ADE20K, CIFAR, STL10, Cityscapes, NYUDepthV2, VOCSegmentation
 from .registry import create_dataset, list_datasets
 from .shapes import SHAPE_KINDS, ShapesDataset, render_shapes_scene
@@ -26,4 +27,5 @@ __all__ = [
     "render_shapes_scene",
     "subset_indices",
     "train_transform",
+    "unpack_batch",
 ]
