@@ -75,10 +75,11 @@ class _DeACLData:
 def _deacl(args: argparse.Namespace) -> int:
     import torch
 
-    from .bench._io import ImagesOnly, open_images
+    from .bench.data import open_images
     from .bench.spec import _build, parse_budget, read_toml
     from .defenses import DeACLConfig, DeACLTrainer
     from .encoders import create_encoder
+    from .runtime import init_distributed, is_main, rank_world
 
     path = Path(args.config)
     if not path.is_file():
@@ -98,7 +99,13 @@ def _deacl(args: argparse.Namespace) -> int:
             cfg[key] = parse_budget(f"deacl.{key}", cfg[key])
     config = _build(DeACLConfig, cfg, "deacl")
     out = Path(args.out or raw.get("out", "deacl_run"))
-    device = torch.device(args.device or raw.get("device", "cpu"))
+    device = init_distributed(args.device or raw.get("device", "cpu"))
+    world = rank_world()[1]
+    if data.batch_size % world:
+        raise _checks.SSLRobustValueError(
+            f"data.batch_size={data.batch_size} must be divisible by the number of ranks "
+            f"({world}): it is the global batch, split evenly"
+        )
     student = create_encoder(
         enc.registry, weights=enc.weights, pretrained=enc.pretrained, **enc.options
     ).to(device)
@@ -111,10 +118,16 @@ def _deacl(args: argparse.Namespace) -> int:
         subset=data.subset,
         seed=config.seed,
     )
+    sampler: torch.utils.data.Sampler[int] | None = (
+        torch.utils.data.distributed.DistributedSampler(dataset, seed=config.seed)
+        if world > 1
+        else None
+    )
     loader = torch.utils.data.DataLoader(
-        ImagesOnly(dataset),
-        batch_size=data.batch_size,
-        shuffle=True,
+        dataset,
+        batch_size=data.batch_size // world,
+        shuffle=sampler is None,
+        sampler=sampler,
         drop_last=True,
         generator=torch.Generator().manual_seed(config.seed),
     )
@@ -122,6 +135,8 @@ def _deacl(args: argparse.Namespace) -> int:
     history = trainer.fit(
         loader, checkpoint_dir=out, overwrite=args.force, progress=not args.no_progress
     )
+    if not is_main():
+        return 0
     exported = trainer.export_student(out / "student.pt")
     for rec in history:
         print(

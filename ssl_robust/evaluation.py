@@ -34,7 +34,7 @@ from .metrics import Metric
 from .runtime import progress_bar, rank_world, tick
 from .tasks import TaskSpec, get_task
 
-__all__ = ["EvalResult", "SeededStart", "evaluate", "sample_seeds"]
+__all__ = ["EvalResult", "SeededStart", "evaluate", "sample_seeds", "seeded_starts"]
 
 AttackLike = Attack | Callable[[nn.Module], Attack]
 MetricLike = Metric | Callable[[], Metric]
@@ -121,13 +121,31 @@ class SeededStart(Norm):
 
 
 @contextmanager
-def _seeded(attack: Attack, seeds: list[int]) -> Iterator[None]:
-    """The attack with per-sample starts for this call; its ``norm`` restored afterwards."""
+def seeded_starts(attack: Attack, seeds: list[int]) -> Iterator[Attack]:
+    """Within the block, ``attack`` draws sample ``i``'s random start from ``seeds[i]``.
+
+    Swaps the attack's threat model for a :class:`SeededStart` around it and restores it
+    afterwards (also on errors).
+
+    Example:
+        >>> import torch
+        >>> from ssl_robust.attacks import EmbedAttack
+        >>> from ssl_robust.encoders import VisionTransformer
+        >>> enc = VisionTransformer(img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2)
+        >>> x = torch.rand(2, 3, 16, 16)
+        >>> attack = EmbedAttack(enc, steps=1)
+        >>> with seeded_starts(attack, sample_seeds(0, "embed", [0, 1])):
+        ...     a = attack(x)
+        >>> with seeded_starts(attack, sample_seeds(0, "embed", [1])):
+        ...     b = attack(x[1:])
+        >>> torch.allclose(a[1:], b, atol=1e-6), attack.norm
+        (True, 'linf')
+    """
     original = attack.norm
     base = original if isinstance(original, Norm) else NORMS[original]
     setattr(attack, "norm", SeededStart(base, seeds))  # noqa: B010 - typed as the str option
     try:
-        yield
+        yield attack
     finally:
         setattr(attack, "norm", original)  # noqa: B010
 
@@ -325,7 +343,7 @@ def evaluate(
                 if isinstance(atk, Attack):
                     tgt = None if isinstance(atk, EmbedAttack) else targets[first_name]
                     start = time.perf_counter()
-                    with _seeded(atk, sample_seeds(seed, aname, indices)):
+                    with seeded_starts(atk, sample_seeds(seed, aname, indices)):
                         shared[aname] = atk(x, tgt).detach()
                     seconds[aname] += time.perf_counter() - start
             for mname, model in named.items():
@@ -336,9 +354,9 @@ def evaluate(
                         advs[aname] = shared[aname]
                         continue
                     if aname not in per_model[mname]:
-                        per_model[mname][aname] = atk(model)  # type: ignore[call-arg,arg-type]
+                        per_model[mname][aname] = atk(model)  # type: ignore[call-arg,arg-type,assignment]
                     start = time.perf_counter()
-                    with _seeded(per_model[mname][aname], sample_seeds(seed, aname, indices)):
+                    with seeded_starts(per_model[mname][aname], sample_seeds(seed, aname, indices)):
                         advs[aname] = per_model[mname][aname](x, tgt).detach()
                     seconds[aname] += time.perf_counter() - start
                 store = kept[mname]

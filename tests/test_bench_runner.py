@@ -179,55 +179,67 @@ def test_missing_dataset_root_is_reported(tmp_path):
         run_benchmark(spec, out=tmp_path / "o", progress=False)
 
 
-WORKER = """
-import json, sys
-import torch.distributed as dist
-sys.path.insert(0, {tests!r})
-from test_bench_runner import tiny_spec
-from ssl_robust.bench import run_benchmark
-dist.init_process_group("gloo")
-res = run_benchmark(tiny_spec(deacl=False, curve=False), out=sys.argv[1], progress=False,
-                    render=False)
-with open(f"{{sys.argv[1]}}/rows_rank{{dist.get_rank()}}.json", "w") as f:
-    json.dump(res["rows"], f)
-dist.barrier()
-dist.destroy_process_group()
+TINY_TOML = """
+threads = 1
+[attack]
+steps = 2
+curve_eps = []
+[eval]
+subset = 8
+batch_size = 4
+gallery = 2
+[heads.classification]
+epochs = 1
+train_size = 16
+batch_size = 8
+[heads.segmentation]
+epochs = 1
+train_size = 16
+batch_size = 8
+[heads.depth]
+epochs = 1
+train_size = 16
+batch_size = 8
+[[encoders]]
+name = "tiny"
+registry = "vit_test"
+[[datasets]]
+name = "shapes"
+dataset = "shapes"
+tasks = ["classification", "segmentation", "depth"]
+image_size = 16
+options = { size = 32 }
 """
 
 
-def test_torchrun_shards_the_evaluation_and_all_reduces_metrics(tmp_path):
+def test_torchrun_runs_one_benchmark_equal_to_the_single_process_run(tmp_path):
+    """`torchrun -m ssl_robust bench`: the library joins the group itself, shards the
+    evaluation, all-reduces the metrics; rank 0 writes results equal to a 1-process run."""
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
-    worker = tmp_path / "worker.py"
-    worker.write_text(WORKER.format(tests=str(Path(__file__).parent)))
+    from ssl_robust.bench import load_spec
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_TOML)
     out = tmp_path / "dist"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "29517",
-            str(worker),
-            str(out),
-        ],
-        check=True,
-        timeout=240,
-        env=env,
-        capture_output=True,
-    )
-    rank0 = json.loads((out / "rows_rank0.json").read_text())
-    rank1 = json.loads((out / "rows_rank1.json").read_text())
-    assert rank0 == rank1  # every rank reports the all-reduced metrics
-    single = run_benchmark(
-        tiny_spec(deacl=False, curve=False), out=tmp_path / "one", progress=False, render=False
-    )
-    for a, b in zip(rank0, single["rows"], strict=True):
-        # clean metrics over the sharded subset equal the single-process ones exactly
-        assert a["clean"] == pytest.approx(b["clean"], abs=1e-9), a["task"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29517", "-m", "ssl_robust", "bench", "--config", str(config),
+           "--out", str(out), "--no-progress"]  # fmt: skip
+    proc = subprocess.run(cmd, timeout=240, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dist_res = load_results(out)
+    assert dist_res["world_size"] == 2
+    single = run_benchmark(load_spec(config), out=tmp_path / "one", progress=False, render=False)
+    assert single["world_size"] == 1
+    assert len(dist_res["rows"]) == len(single["rows"]) == 3
+    for a, b in zip(dist_res["rows"], single["rows"], strict=True):
+        for key in ("clean", "embed_attack", "task_attack"):
+            assert a[key] == pytest.approx(b[key], rel=1e-9, abs=1e-12), (a["task"], key)
+    for sub in ("heads", "galleries"):
+        assert sorted(p.name for p in (out / sub).iterdir()) == sorted(
+            p.name for p in (tmp_path / "one" / sub).iterdir()
+        )
+    assert not list(out.rglob("*.tmp"))

@@ -1,0 +1,58 @@
+"""The benchmark's datasets: a spec entry's split at its image size, and its facts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .. import _checks
+from ..data import create_dataset, eval_transform
+from ..data.base import DatasetInfo, SampleDataset
+from .spec import DatasetSpec
+
+__all__ = ["dataset_info", "open_dataset", "open_images"]
+
+
+def open_dataset(ds: DatasetSpec, split: str, *, subset: int | None, seed: int) -> SampleDataset:
+    """The ``split`` of a spec's dataset at its image size (see :func:`open_images`)."""
+    return open_images(
+        ds.dataset,
+        ds.root,
+        split,
+        image_size=ds.image_size,
+        options=ds.options,
+        subset=subset,
+        seed=seed,
+    )
+
+
+def open_images(
+    name: str,
+    root: str | None,
+    split: str,
+    *,
+    image_size: int,
+    options: Mapping[str, Any],
+    subset: int | None,
+    seed: int,
+) -> SampleDataset:
+    """A registry dataset at a fixed size: ``shapes`` renders at it, the others are resized
+    (shorter side) and centre-cropped to it, so samples batch together."""
+    opts = dict(options)
+    transform = None
+    if name == "shapes":
+        opts.setdefault("image_size", image_size)
+    else:
+        transform = eval_transform(image_size)
+    return create_dataset(name, root, split, transform=transform, subset=subset, seed=seed, **opts)
+
+
+def dataset_info(dataset: SampleDataset) -> DatasetInfo:
+    """The :class:`~ssl_robust.data.DatasetInfo` of a dataset (looked up through subsets)."""
+    info = getattr(dataset, "info", None)
+    while info is None and hasattr(dataset, "dataset"):
+        dataset = dataset.dataset
+        info = getattr(dataset, "info", None)
+    if not isinstance(info, DatasetInfo):
+        raise _checks.SSLRobustValueError("the dataset does not describe itself (no .info)")
+    return info
