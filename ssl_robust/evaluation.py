@@ -150,19 +150,6 @@ def seeded_starts(attack: Attack, seeds: list[int]) -> Iterator[Attack]:
         setattr(attack, "norm", original)  # noqa: B010
 
 
-def _info_from(model: nn.Module, spec: TaskSpec) -> DatasetInfo:
-    head = getattr(model, "adaptor", model)
-    classes = int(getattr(head, "num_classes", 0))
-    return DatasetInfo(
-        name="",
-        tasks=(spec.name,),
-        num_classes=classes if spec.name == "classification" else 0,
-        seg_classes=classes if spec.name == "segmentation" else 0,
-        min_depth=float(getattr(head, "min_depth", 1e-3)),
-        max_depth=float(getattr(head, "max_depth", 10.0)),
-    )
-
-
 def _batches(loader: Iterable[Any], rank: int, world: int) -> Iterator[tuple[list[int], Any]]:
     """(global indices, batch): this rank's contiguous shard of a DataLoader's dataset."""
     dataset = getattr(loader, "dataset", None)
@@ -311,7 +298,10 @@ def evaluate(
                 f"cannot tell the task of models[{name!r}] (no adaptor.task); pass task="
             )
         specs[name] = get_task(str(task_name))
-    infos = {n: info if info is not None else _info_from(m, specs[n]) for n, m in named.items()}
+    infos = {
+        n: info if info is not None else specs[n].head_info(getattr(m, "adaptor", m))
+        for n, m in named.items()
+    }
     if device is None:
         first = next(iter(named.values()))
         params = list(first.parameters()) if isinstance(first, nn.Module) else []

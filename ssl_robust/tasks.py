@@ -38,13 +38,14 @@ from .adaptors.classification import LinearClassifier
 from .adaptors.depth import LinearDepther
 from .adaptors.segmentation import LinearSegmenter
 from .attacks import PGD, Attack, DepthPGD, SegPGD
-from .data.base import DatasetInfo
+from .data.base import DatasetInfo, Task
 from .losses import depth_loss
 from .metrics import Accuracy, DepthMetrics, MeanIoU, Metric
 
 __all__ = ["TASKS", "TaskName", "TaskSpec", "get_task", "list_tasks"]
 
-TaskName = Literal["classification", "segmentation", "depth"]
+#: The task names as a type (the same Literal as :data:`ssl_robust.data.Task`).
+TaskName = Task
 Tokens = Literal["cls", "patch"]
 
 
@@ -65,7 +66,9 @@ class TaskSpec:
         attack_label: display name of the task-specific attack.
         table: the paper's table number of the task.
         make_head: ``(embed_dim, info) -> Adaptor``, the paper's linear head.
-        make_attack: ``(model, info, **attack options) -> Attack``, the paper's task attack.
+        make_attack: ``(model, info, *, success_threshold=None, **attack options) -> Attack``,
+            the paper's task attack (``success_threshold`` is used where the attack has one:
+            SegPGD's share of correct pixels; None keeps its default).
         make_metric: ``(info) -> Metric``, a fresh metric.
         headline: the headline float from the metric's ``compute()`` value.
         loss: ``(output, target, head, ignore_index) -> scalar``, the head-training loss.
@@ -76,6 +79,8 @@ class TaskSpec:
         damage: ``(pred, target, info) -> (B,)`` per-sample damage, larger is worse for the
             model: misclassified (1/0), 1 − pixel accuracy, RMSE (for attack ensembles).
         predicted: ``(pred) -> Tensor``, the prediction shown in galleries (labels or depth).
+        head_info: ``(head) -> DatasetInfo``, the dataset facts a trained head carries
+            (classes, depth range), for metrics and attacks when no dataset info is given.
     """
 
     name: TaskName
@@ -97,6 +102,7 @@ class TaskSpec:
     sample_metric: Callable[[Tensor, Tensor, DatasetInfo], Tensor]
     damage: Callable[[Tensor, Tensor, DatasetInfo], Tensor]
     predicted: Callable[[Tensor], Tensor]
+    head_info: Callable[[nn.Module], DatasetInfo]
 
     @property
     def arrow(self) -> str:
@@ -110,6 +116,10 @@ class TaskSpec:
 # ----------------------------------------------------------------------------- helpers
 def _classes(head: nn.Module) -> int:
     return int(getattr(head, "num_classes", 1 << 62))
+
+
+def _info(name: str, head: nn.Module, **facts: Any) -> DatasetInfo:
+    return DatasetInfo(name=getattr(head, "task", name), tasks=(name,), **facts)  # type: ignore[arg-type]
 
 
 def _dense_target(target: Tensor) -> Tensor:
@@ -201,7 +211,9 @@ _TASKS: dict[str, TaskSpec] = {
         attack_label="PGD",
         table=1,
         make_head=lambda dim, info: LinearClassifier(dim, info.num_classes),
-        make_attack=lambda model, info, **opts: PGD(model, early_stop=True, **opts),
+        make_attack=lambda model, info, success_threshold=None, **opts: PGD(
+            model, early_stop=True, **opts
+        ),
         make_metric=lambda info: Accuracy(),
         headline=float,
         loss=_cls_loss,
@@ -209,6 +221,7 @@ _TASKS: dict[str, TaskSpec] = {
         sample_metric=_cls_sample,
         damage=_cls_damage,
         predicted=lambda pred: pred.argmax(1),
+        head_info=lambda head: _info("classification", head, num_classes=_classes(head)),
     ),
     "segmentation": TaskSpec(
         name="segmentation",
@@ -222,8 +235,12 @@ _TASKS: dict[str, TaskSpec] = {
         attack_label="SegPGD",
         table=2,
         make_head=lambda dim, info: LinearSegmenter(dim, info.seg_classes),
-        make_attack=lambda model, info, **opts: SegPGD(
-            model, ignore_index=info.ignore_index, early_stop=True, **opts
+        make_attack=lambda model, info, success_threshold=None, **opts: SegPGD(
+            model,
+            ignore_index=info.ignore_index,
+            early_stop=True,
+            **({} if success_threshold is None else {"success_threshold": success_threshold}),
+            **opts,
         ),
         make_metric=lambda info: MeanIoU(info.seg_classes, ignore_index=info.ignore_index),
         headline=float,
@@ -232,6 +249,7 @@ _TASKS: dict[str, TaskSpec] = {
         sample_metric=_seg_sample,
         damage=_seg_damage,
         predicted=lambda pred: pred.argmax(1),
+        head_info=lambda head: _info("segmentation", head, seg_classes=_classes(head)),
     ),
     "depth": TaskSpec(
         name="depth",
@@ -247,7 +265,7 @@ _TASKS: dict[str, TaskSpec] = {
         make_head=lambda dim, info: LinearDepther(
             dim, min_depth=info.min_depth, max_depth=info.max_depth
         ),
-        make_attack=lambda model, info, **opts: DepthPGD(
+        make_attack=lambda model, info, success_threshold=None, **opts: DepthPGD(
             model, min_depth=info.min_depth, max_depth=info.max_depth, **opts
         ),
         make_metric=lambda info: DepthMetrics(min_depth=info.min_depth, max_depth=info.max_depth),
@@ -257,6 +275,12 @@ _TASKS: dict[str, TaskSpec] = {
         sample_metric=_depth_rmse,
         damage=_depth_rmse,
         predicted=_dense_target,
+        head_info=lambda head: _info(
+            "depth",
+            head,
+            min_depth=float(getattr(head, "min_depth", 1e-3)),
+            max_depth=float(getattr(head, "max_depth", 10.0)),
+        ),
     ),
 }
 

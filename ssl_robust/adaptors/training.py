@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from .. import _checks
+from ..data.base import Task
 from ..data.batches import unpack_batch
 from ..runtime import progress_bar, tick
 from .base import TaskModel
@@ -18,8 +19,6 @@ from .base import TaskModel
 __all__ = ["PRESETS", "FitPreset", "fit"]
 
 logger = logging.getLogger("ssl_robust.adaptors")
-
-Task = Literal["classification", "segmentation", "depth"]
 
 
 @dataclass(frozen=True)

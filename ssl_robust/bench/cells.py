@@ -31,10 +31,8 @@ logger = logging.getLogger("ssl_robust.bench")
 def _task_attack(ctx: RunContext, info: DatasetInfo, eps: float) -> Callable[[nn.Module], Attack]:
     def make(model: nn.Module) -> Attack:
         task = get_task(str(getattr(getattr(model, "adaptor", None), "task", "")))
-        opts = ctx.attack_options(eps)
-        if task.name == "segmentation":
-            opts["success_threshold"] = ctx.spec.attack.segpgd_threshold
-        return task.make_attack(model, info, **opts)
+        threshold = ctx.spec.attack.segpgd_threshold
+        return task.make_attack(model, info, success_threshold=threshold, **ctx.attack_options(eps))
 
     return make
 

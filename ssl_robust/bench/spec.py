@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from .. import _checks
+from ..tasks import TASKS
 
 __all__ = [
     "AttackSpec",
@@ -32,7 +33,6 @@ __all__ = [
     "load_spec",
 ]
 
-TASKS = ("classification", "segmentation", "depth")
 _FRACTION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*/\s*(\d+(?:\.\d*)?)\s*$")
 
 
