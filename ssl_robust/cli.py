@@ -28,6 +28,15 @@ def _bench(args: argparse.Namespace) -> int:
     if args.device:
         spec = replace(spec, device=args.device)
     out = Path(args.out) if args.out else Path(spec.out)
+    if args.dry_run:
+        import os
+
+        from .bench.plan import plan_benchmark
+
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        print(plan_benchmark(spec, world_size=world).summary())
+        print(f"config OK: datasets, weights and memory checked; outputs would go to {out}")
+        return 0
     print(
         f"ssl-robust bench: {len(spec.encoders)} encoder(s) × {len(spec.datasets)} "
         f"dataset(s) → {out}"
@@ -175,7 +184,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--config", help="TOML benchmark config (see configs/ and docs/benchmark.md)")
     b.add_argument("--out", help="output directory (default: the config's `out`)")
-    b.add_argument("--device", choices=("cpu", "cuda"), help="override the config's device")
+    b.add_argument(
+        "--device", help="override the config's device: cpu, cuda, cuda:N or mps (checked)"
+    )
+    b.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check dataset roots, weights files and the memory estimate, print the plan, "
+        "and stop (nothing is trained or attacked)",
+    )
     b.add_argument(
         "--force", action="store_true", help="discard results of a different config in --out"
     )
@@ -191,7 +208,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--config", required=True, help="TOML DeACL config")
     d.add_argument("--out", help="output directory (default: the config's `out`)")
-    d.add_argument("--device", choices=("cpu", "cuda"))
+    d.add_argument("--device", help="cpu, cuda, cuda:N or mps (checked)")
     d.add_argument(
         "--force",
         action="store_true",

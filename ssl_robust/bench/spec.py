@@ -33,6 +33,7 @@ __all__ = [
     "load_spec",
 ]
 
+_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 _FRACTION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*/\s*(\d+(?:\.\d*)?)\s*$")
 
 
@@ -221,7 +222,8 @@ class BenchSpec:
         heads: per-task head-training overrides (keys: task names).
         eval: the evaluation subset.
         out: output directory.
-        device: ``"cpu"`` or ``"cuda"``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` (under torchrun with CUDA,
+            each rank takes the GPU of its ``LOCAL_RANK``).
         seed: seed of head training and attacks.
         threads: CPU threads for torch (None keeps torch's default).
     """
@@ -262,7 +264,10 @@ class BenchSpec:
                 raise _checks.SSLRobustValueError(f"encoder {e.name!r} needs registry=")
         for task in self.heads:
             _checks.check_choice("heads", task, TASKS)
-        _checks.check_choice("device", self.device, ("cpu", "cuda"))
+        if not isinstance(self.device, str) or not _DEVICE.match(self.device):
+            raise _checks.SSLRobustValueError(
+                f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps'; got {self.device!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (what ``results.json`` stores as ``config``)."""
