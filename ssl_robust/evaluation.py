@@ -34,7 +34,14 @@ from .metrics import Metric
 from .runtime import progress_bar, rank_world, tick
 from .tasks import TaskSpec, get_task
 
-__all__ = ["EvalResult", "SeededStart", "evaluate", "sample_seeds", "seeded_starts"]
+__all__ = [
+    "EvalResult",
+    "SeededStart",
+    "evaluate",
+    "head_of",
+    "sample_seeds",
+    "seeded_starts",
+]
 
 AttackLike = Attack | Callable[[nn.Module], Attack]
 MetricLike = Metric | Callable[[], Metric]
@@ -148,6 +155,17 @@ def seeded_starts(attack: Attack, seeds: list[int]) -> Iterator[Attack]:
         yield attack
     finally:
         setattr(attack, "norm", original)  # noqa: B010
+
+
+def head_of(model: object) -> nn.Module | None:
+    """The head of a task model: ``model.adaptor``, also through wrappers holding the task
+    model as ``.model`` (:class:`~ssl_robust.adaptors.SlidingWindow`); None if there is none."""
+    for _ in range(4):
+        head = getattr(model, "adaptor", None)
+        if isinstance(head, nn.Module):
+            return head
+        model = getattr(model, "model", None)
+    return None
 
 
 def _batches(loader: Iterable[Any], rank: int, world: int) -> Iterator[tuple[list[int], Any]]:
@@ -290,16 +308,14 @@ def evaluate(
     _checks.check_int("keep", keep, minimum=0)
     specs: dict[str, TaskSpec] = {}
     for name, model in named.items():
-        task_name = (
-            task if task is not None else getattr(getattr(model, "adaptor", None), "task", None)
-        )
+        task_name = task if task is not None else getattr(head_of(model), "task", None)
         if task_name is None:
             raise _checks.SSLRobustValueError(
                 f"cannot tell the task of models[{name!r}] (no adaptor.task); pass task="
             )
         specs[name] = get_task(str(task_name))
     infos = {
-        n: info if info is not None else specs[n].head_info(getattr(m, "adaptor", m))
+        n: info if info is not None else specs[n].head_info(head_of(m) or m)
         for n, m in named.items()
     }
     if device is None:

@@ -35,10 +35,11 @@ from torch import Tensor, nn
 from . import _checks
 from .adaptors.base import Adaptor
 from .adaptors.classification import LinearClassifier
-from .adaptors.depth import LinearDepther
+from .adaptors.depth import LinearDepther, feature_view
 from .adaptors.segmentation import LinearSegmenter
 from .attacks import PGD, Attack, DepthPGD, SegPGD
 from .data.base import DatasetInfo, Task
+from .encoders import Encoder
 from .losses import depth_loss
 from .metrics import Accuracy, DepthMetrics, MeanIoU, Metric
 
@@ -81,6 +82,11 @@ class TaskSpec:
         predicted: ``(pred) -> Tensor``, the prediction shown in galleries (labels or depth).
         head_info: ``(head) -> DatasetInfo``, the dataset facts a trained head carries
             (classes, depth range), for metrics and attacks when no dataset info is given.
+        encoder_view: ``(encoder) -> Encoder``, the tokens the paper's linear head reads:
+            the encoder itself, or for depth the last block's tokens without the final
+            LayerNorm (DINOv2's linear depth protocol: ``get_intermediate_layers(n=[last],
+            return_class_token=True, norm=False)``), a view sharing the weights; encoders
+            without that option are returned as they are.
     """
 
     name: TaskName
@@ -103,6 +109,7 @@ class TaskSpec:
     damage: Callable[[Tensor, Tensor, DatasetInfo], Tensor]
     predicted: Callable[[Tensor], Tensor]
     head_info: Callable[[nn.Module], DatasetInfo]
+    encoder_view: Callable[[Encoder], Encoder] = lambda encoder: encoder
 
     @property
     def arrow(self) -> str:
@@ -120,6 +127,12 @@ def _classes(head: nn.Module) -> int:
 
 def _info(name: str, head: nn.Module, **facts: Any) -> DatasetInfo:
     return DatasetInfo(name=getattr(head, "task", name), tasks=(name,), **facts)  # type: ignore[arg-type]
+
+
+def _unnormed_last_block(encoder: Encoder) -> Encoder:
+    if not hasattr(encoder, "output_norm"):
+        return encoder
+    return feature_view(encoder, output_layer=-1, output_norm=False)
 
 
 def _dense_target(target: Tensor) -> Tensor:
@@ -281,6 +294,7 @@ _TASKS: dict[str, TaskSpec] = {
             min_depth=float(getattr(head, "min_depth", 1e-3)),
             max_depth=float(getattr(head, "max_depth", 10.0)),
         ),
+        encoder_view=_unnormed_last_block,
     ),
 }
 

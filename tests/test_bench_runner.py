@@ -243,3 +243,32 @@ def test_torchrun_runs_one_benchmark_equal_to_the_single_process_run(tmp_path):
             p.name for p in (tmp_path / "one" / sub).iterdir()
         )
     assert not list(out.rglob("*.tmp"))
+
+
+def test_window_trains_segmentation_on_crops_and_evaluates_by_sliding_window(tmp_path):
+    import dataclasses
+
+    from ssl_robust.adaptors import SlidingWindow
+    from ssl_robust.bench.context import RunContext
+    from ssl_robust.bench.data import dataset_info, open_dataset
+    from ssl_robust.bench.heads import trained_model
+    from ssl_robust.bench.store import ResultsStore
+    from ssl_robust.encoders import create_encoder
+
+    base = tiny_spec(deacl=False, curve=False)
+    ds = dataclasses.replace(base.datasets[0], tasks=("segmentation", "depth"), window=8)
+    spec = dataclasses.replace(base, datasets=(ds,))
+    store = ResultsStore(tmp_path, spec)
+    store.prepare(force=False)
+    ctx = RunContext(spec=spec, store=store, device=torch.device("cpu"), progress=False)
+    enc = create_encoder("vit_test").eval()
+    info = dataset_info(open_dataset(ds, "val", subset=4, seed=0))
+    seg = trained_model(ctx, "tiny", enc, ds, "segmentation", info)
+    depth = trained_model(ctx, "tiny", enc, ds, "depth", info)
+    assert isinstance(seg, SlidingWindow) and seg.window == (8, 8) and seg.stride == (4, 4)
+    assert seg(torch.rand(2, 3, 16, 16)).shape == (2, info.seg_classes, 16, 16)
+    # the depth head reads the last block without the final norm (DINOv2's linear protocol)
+    assert depth.encoder.output_norm is False and enc.output_norm is True
+    res = run_benchmark(spec, out=tmp_path / "run", progress=False, render=False)
+    assert [r["task"] for r in res["rows"]] == ["segmentation", "depth"]
+    assert all(math.isfinite(r[k]) for r in res["rows"] for k in ("clean", "task_attack"))

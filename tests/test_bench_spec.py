@@ -165,8 +165,19 @@ def test_dataclass_validation():
             encoders=(EncoderSpecEntry(name="a"),),
             datasets=(DatasetSpec("d", "shapes", ("depth",)),),
         )
-    with pytest.raises(ValueError, match="lists no tasks"):
-        DatasetSpec("d", "shapes", ())
+    with pytest.raises(ValueError, match="one dataset with tasks"):
+        BenchSpec(
+            encoders=(EncoderSpecEntry(name="a", registry="vit_test"),),
+            datasets=(DatasetSpec("d", "shapes", ()),),  # a DeACL-only dataset alone
+        )
+    with pytest.raises(ValueError, match="window must be at most image_size=32; got 64"):
+        DatasetSpec("d", "shapes", ("segmentation",), image_size=32, window=64)
+    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda', 'cuda:N' or 'mps'"):
+        BenchSpec(
+            encoders=(EncoderSpecEntry(name="a", registry="vit_test"),),
+            datasets=(DatasetSpec("d", "shapes", ("depth",)),),
+            device="gpu",
+        )
 
 
 def test_paper_config_parses():
@@ -178,6 +189,7 @@ def test_paper_config_parses():
         "dino_vitb16_deacl",
     }
     assert {d.name for d in spec.datasets} == {
+        "imagenet",
         "cifar10",
         "cifar100",
         "stl10",
@@ -187,6 +199,12 @@ def test_paper_config_parses():
         "nyu_depth_v2",
     }
     assert spec.attack.eps == pytest.approx(8 / 255)
+    deacl = next(e.deacl for e in spec.encoders if e.deacl is not None)
+    assert deacl.dataset == "imagenet" and deacl.batch_size == 128  # §4.2: ImageNet fine-tuning
+    datasets = {d.name: d for d in spec.datasets}
+    assert datasets["imagenet"].tasks == ()
+    for name in ("ade20k", "cityscapes", "voc2012"):  # crops consistent with the window
+        assert datasets[name].window == 224 and datasets[name].image_size == 448
 
 
 @pytest.mark.parametrize("cmd", [[], ["bench"], ["deacl"], ["report"]])

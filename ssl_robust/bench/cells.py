@@ -17,7 +17,7 @@ from torch import nn
 from ..attacks import Attack, EmbedAttack
 from ..data.base import DatasetInfo, SampleDataset
 from ..encoders import Encoder
-from ..evaluation import EvalResult, evaluate
+from ..evaluation import EvalResult, evaluate, head_of
 from ..runtime import rank_world
 from ..tasks import get_task
 from .context import RunContext
@@ -30,7 +30,7 @@ logger = logging.getLogger("ssl_robust.bench")
 
 def _task_attack(ctx: RunContext, info: DatasetInfo, eps: float) -> Callable[[nn.Module], Attack]:
     def make(model: nn.Module) -> Attack:
-        task = get_task(str(getattr(getattr(model, "adaptor", None), "task", "")))
+        task = get_task(str(getattr(head_of(model), "task", "")))
         threshold = ctx.spec.attack.segpgd_threshold
         return task.make_attack(model, info, success_threshold=threshold, **ctx.attack_options(eps))
 

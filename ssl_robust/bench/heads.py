@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..adaptors import PRESETS, TaskModel, fit
+from ..adaptors import PRESETS, SlidingWindow, TaskModel, fit
 from ..data.base import DatasetInfo
 from ..encoders import Encoder
 from ..runtime import barrier, broadcast_module
@@ -20,21 +20,30 @@ __all__ = ["trained_model"]
 def trained_model(
     ctx: RunContext, encoder_name: str, encoder: Encoder, ds: DatasetSpec, task: str,
     info: DatasetInfo,
-) -> TaskModel:  # fmt: skip
+) -> nn.Module:  # fmt: skip
     """The encoder with its trained head for ``task`` on ``ds`` (loaded from ``heads/`` if
     there). Every rank trains the same head from the same seed on the same data, then takes
-    rank 0's weights, so all ranks evaluate exactly one model; rank 0 writes the cache."""
+    rank 0's weights, so all ranks evaluate exactly one model; rank 0 writes the cache.
+
+    The head reads the tokens of :attr:`~ssl_robust.tasks.TaskSpec.encoder_view`. Heads whose
+    preset trains on random crops (segmentation) are trained on crops of ``ds.window`` pixels
+    and evaluated by a sliding window of that size (stride half of it) when ``ds.window`` is
+    set, whatever the encoder family; otherwise trained and evaluated on whole images."""
     spec = get_task(task)
     with torch.random.fork_rng(devices=[]):  # seeded init, the caller's RNG untouched
         torch.manual_seed(ctx.spec.seed)
         head: nn.Module = spec.make_head(encoder.embed_dim, info)
-    model = TaskModel(encoder, head).to(ctx.device)  # type: ignore[arg-type]
+    model = TaskModel(spec.encoder_view(encoder), head).to(ctx.device)  # type: ignore[arg-type]
+    crops = PRESETS[task].crop and ds.window is not None  # trained on crops: sliding window
+    evaluated: nn.Module = model
+    if crops and ds.window is not None:
+        evaluated = SlidingWindow(model, window=ds.window, stride=ds.window // 2)
     rel = f"heads/{encoder_name}__{ds.name}__{task}.pt"
     path = ctx.store.out / rel
     barrier()  # every rank sees the same cache
     if path.exists():
         head.load_state_dict(torch.load(path, map_location=ctx.device, weights_only=True))
-        return model.eval()
+        return evaluated.eval()
     hs = ctx.spec.heads.get(task, HeadSpec())
     train = open_dataset(ds, ds.train_split, subset=hs.train_size, seed=ctx.spec.seed)
     loader = torch.utils.data.DataLoader(
@@ -52,8 +61,9 @@ def trained_model(
         weight_decay=hs.weight_decay,
         ignore_index=info.ignore_index,
         generator=torch.Generator().manual_seed(ctx.spec.seed),
+        crop_size=ds.window if crops else ds.image_size,
         progress=ctx.progress,
     )
     broadcast_module(head)
     ctx.store.save_file(head.state_dict(), rel)
-    return model.eval()
+    return evaluated.eval()

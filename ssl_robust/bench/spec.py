@@ -174,7 +174,12 @@ class DatasetSpec:
         train_split: split the heads are trained on.
         eval_split: split evaluated.
         image_size: images are resized (shorter side) and centre-cropped to this size.
+        window: for tasks whose heads train on random crops (segmentation): the crop size
+            of head training and the window of sliding-window evaluation (stride: half of
+            it); a multiple of the patch size, at most ``image_size``. None: whole images.
         options: extra ``create_dataset`` keywords (``shapes``: size, ...).
+
+    A dataset entry with no tasks is only read for DeACL fine-tuning (``deacl.dataset``).
     """
 
     name: str
@@ -184,11 +189,17 @@ class DatasetSpec:
     train_split: str = "train"
     eval_split: str = "val"
     image_size: int = 224
+    window: int | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.tasks:
-            raise _checks.SSLRobustValueError(f"dataset {self.name!r} lists no tasks")
+        if self.window is not None:
+            _checks.check_int("window", self.window, minimum=8)
+            if self.window > self.image_size:
+                raise _checks.SSLRobustValueError(
+                    f"dataset {self.name!r}: window must be at most image_size="
+                    f"{self.image_size}; got {self.window}"
+                )
         for task in self.tasks:
             _checks.check_choice(f"datasets[{self.name!r}].tasks", task, TASKS)
         _checks.check_int("image_size", self.image_size, minimum=8)
@@ -239,8 +250,10 @@ class BenchSpec:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        if not self.encoders or not self.datasets:
-            raise _checks.SSLRobustValueError("a benchmark needs at least one encoder and dataset")
+        if not self.encoders or not any(d.tasks for d in self.datasets):
+            raise _checks.SSLRobustValueError(
+                "a benchmark needs at least one encoder and one dataset with tasks"
+            )
         for kind, entries in (("encoder", self.encoders), ("dataset", self.datasets)):
             names = [e.name for e in entries]
             dup = {n for n in names if names.count(n) > 1}

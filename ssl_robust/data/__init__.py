@@ -2,7 +2,7 @@
 
 from .base import DatasetInfo, IndexedSubset, Sample, SampleDataset, Task, subset_indices
 from .batches import unpack_batch
-from .datasets import ADE20K, CIFAR, STL10, Cityscapes, NYUDepthV2, VOCSegmentation
+from .datasets import ADE20K, CIFAR, STL10, Cityscapes, ImageNet, NYUDepthV2, VOCSegmentation
 from .registry import create_dataset, list_datasets
 from .shapes import SHAPE_KINDS, ShapesDataset, render_shapes_scene
 from .transforms import eval_transform, train_transform
@@ -14,6 +14,7 @@ __all__ = [
     "STL10",
     "Cityscapes",
     "DatasetInfo",
+    "ImageNet",
     "IndexedSubset",
     "NYUDepthV2",
     "Sample",
