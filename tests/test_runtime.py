@@ -17,6 +17,9 @@ def test_atomic_writes_leave_no_temporary_file(tmp_path) -> None:
     assert json.loads((tmp_path / "sub" / "r.json").read_text()) == {"a": [1, 2]}
     assert torch.equal(torch.load(tmp_path / "w.pt", weights_only=True)["w"], torch.ones(2))
     assert sorted(os.listdir(tmp_path)) == ["sub", "w.pt"]
+    plain = tmp_path / "plain"
+    plain.write_text("x")  # atomic files get the mode of ordinary files (not mkstemp's 0600)
+    assert (tmp_path / "w.pt").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
 
 
 def test_atomic_write_keeps_the_old_file_when_serialization_fails(tmp_path) -> None:
