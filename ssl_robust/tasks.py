@@ -66,7 +66,8 @@ class TaskSpec:
         higher_is_better: direction of the headline metric.
         attack_label: display name of the task-specific attack.
         table: the paper's table number of the task.
-        make_head: ``(embed_dim, info) -> Adaptor``, the paper's linear head.
+        make_head: ``(embed_dim, info, **options) -> Adaptor``, the paper's linear head
+            (``options``: further keywords of the head, e.g. ``bins`` for depth).
         make_attack: ``(model, info, *, success_threshold=None, **attack options) -> Attack``,
             the paper's task attack (``success_threshold`` is used where the attack has one:
             SegPGD's share of correct pixels; None keeps its default).
@@ -99,7 +100,7 @@ class TaskSpec:
     higher_is_better: bool
     attack_label: str
     table: int
-    make_head: Callable[[int, DatasetInfo], Adaptor]
+    make_head: Callable[..., Adaptor]
     make_attack: Callable[..., Attack]
     make_metric: Callable[[DatasetInfo], Metric]
     headline: Callable[[Any], float]
@@ -223,7 +224,7 @@ _TASKS: dict[str, TaskSpec] = {
         higher_is_better=True,
         attack_label="PGD",
         table=1,
-        make_head=lambda dim, info: LinearClassifier(dim, info.num_classes),
+        make_head=lambda dim, info, **kw: LinearClassifier(dim, info.num_classes, **kw),
         make_attack=lambda model, info, success_threshold=None, **opts: PGD(
             model, early_stop=True, **opts
         ),
@@ -247,7 +248,7 @@ _TASKS: dict[str, TaskSpec] = {
         higher_is_better=True,
         attack_label="SegPGD",
         table=2,
-        make_head=lambda dim, info: LinearSegmenter(dim, info.seg_classes),
+        make_head=lambda dim, info, **kw: LinearSegmenter(dim, info.seg_classes, **kw),
         make_attack=lambda model, info, success_threshold=None, **opts: SegPGD(
             model,
             ignore_index=info.ignore_index,
@@ -275,8 +276,8 @@ _TASKS: dict[str, TaskSpec] = {
         higher_is_better=False,
         attack_label="DepthPGD",
         table=3,
-        make_head=lambda dim, info: LinearDepther(
-            dim, min_depth=info.min_depth, max_depth=info.max_depth
+        make_head=lambda dim, info, **kw: LinearDepther(
+            dim, min_depth=info.min_depth, max_depth=info.max_depth, **kw
         ),
         make_attack=lambda model, info, success_threshold=None, **opts: DepthPGD(
             model, min_depth=info.min_depth, max_depth=info.max_depth, **opts

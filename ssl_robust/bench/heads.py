@@ -30,9 +30,10 @@ def trained_model(
     and evaluated by a sliding window of that size (stride half of it) when ``ds.window`` is
     set, whatever the encoder family; otherwise trained and evaluated on whole images."""
     spec = get_task(task)
+    hs = ctx.spec.heads.get(task, HeadSpec())
     with torch.random.fork_rng(devices=[]):  # seeded init, the caller's RNG untouched
         torch.manual_seed(ctx.spec.seed)
-        head: nn.Module = spec.make_head(encoder.embed_dim, info)
+        head: nn.Module = spec.make_head(encoder.embed_dim, info, **hs.options)
     model = TaskModel(spec.encoder_view(encoder), head).to(ctx.device)  # type: ignore[arg-type]
     crops = PRESETS[task].crop and ds.window is not None  # trained on crops: sliding window
     evaluated: nn.Module = model
@@ -44,7 +45,6 @@ def trained_model(
     if path.exists():
         head.load_state_dict(torch.load(path, map_location=ctx.device, weights_only=True))
         return evaluated.eval()
-    hs = ctx.spec.heads.get(task, HeadSpec())
     train = open_dataset(ds, ds.train_split, subset=hs.train_size, seed=ctx.spec.seed)
     loader = torch.utils.data.DataLoader(
         train,

@@ -22,6 +22,7 @@ from .. import _checks
 from ..tasks import TASKS
 
 __all__ = [
+    "DEFAULT_DEACL_WEIGHTS",
     "AttackSpec",
     "BenchSpec",
     "DatasetSpec",
@@ -88,6 +89,7 @@ class HeadSpec:
     Attributes:
         epochs, lr, weight_decay, batch_size: as in :func:`ssl_robust.adaptors.fit`.
         train_size: training images used (a seeded subset of the train split; None = all).
+        options: keywords of the head itself (e.g. ``{ bins = 64 }`` for the depth head).
     """
 
     epochs: int | None = None
@@ -95,6 +97,7 @@ class HeadSpec:
     weight_decay: float | None = None
     batch_size: int | None = None
     train_size: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.epochs is not None:
@@ -374,14 +377,22 @@ def load_spec(path: str | Path) -> BenchSpec:
     return spec_from_dict(read_toml(Path(path)))
 
 
-def default_spec(out: str = "ssl_robust_results") -> BenchSpec:
-    """The embedded default: runs on a laptop CPU with no downloads.
+#: DeACL fine-tuned weights of the bundled encoder (scripts/deacl_default_encoder.py).
+DEFAULT_DEACL_WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "vit_tiny_shapes_deacl.pt"
+
+
+def default_spec(out: str = "ssl_robust_results", *, fine_tune: bool = False) -> BenchSpec:
+    """The embedded default: runs on a laptop CPU in minutes, with no downloads.
 
     The built-in ``vit_tiny_shapes`` encoder (self-supervised on ``shapes``, weights shipped in
     the package) and its DeACL fine-tuned version, evaluated on the synthetic ``shapes`` data
-    for classification, segmentation and depth with the paper's attack settings.
+    for classification, segmentation and depth with the paper's attack settings. The DeACL
+    weights ship in the package too (made by ``scripts/deacl_default_encoder.py`` with the
+    settings below); ``fine_tune=True`` fine-tunes them in the runner instead, recording the
+    per-epoch DeACL history (the paper's Fig. 2).
     """
     shapes_opts = {"size": 4000, "contrast": 0.35}
+    shipped = DEFAULT_DEACL_WEIGHTS.is_file() and not fine_tune
     return BenchSpec(
         encoders=(
             EncoderSpecEntry(name="vit_tiny_shapes", registry="vit_tiny_shapes", pretrained=True),
@@ -393,6 +404,7 @@ def default_spec(out: str = "ssl_robust_results") -> BenchSpec:
                     train_size=1024,
                     batch_size=128,
                     config={"epochs": 6, "warmup_epochs": 1, "lr": 0.05},
+                    checkpoint=str(DEFAULT_DEACL_WEIGHTS) if shipped else None,
                 ),
             ),
         ),
