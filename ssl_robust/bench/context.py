@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .spec import BenchSpec
+from ..data.base import SampleDataset
+from .data import InMemory, open_dataset
+from .spec import BenchSpec, DatasetSpec
 from .store import ResultsStore
 
-__all__ = ["RunContext"]
+__all__ = ["MEMORY_BYTES", "RunContext"]
+
+#: Largest training split (in tensor bytes) the runner keeps in memory once loaded.
+MEMORY_BYTES = 256 * 1024**2
 
 
 @dataclass
@@ -28,6 +33,21 @@ class RunContext:
     store: ResultsStore
     device: torch.device
     progress: bool
+    datasets: dict[tuple[str, str, int | None, int], SampleDataset] = field(default_factory=dict)
+
+    def training_data(
+        self, ds: DatasetSpec, split: str, *, subset: int | None, seed: int
+    ) -> SampleDataset:
+        """A training split of a spec dataset, opened once per run and, when it fits in
+        ``MEMORY_BYTES``, held in memory once loaded (:class:`~ssl_robust.bench.data.InMemory`)
+        for every epoch, head and encoder. (Evaluation data is streamed, never held.)"""
+        key = (ds.name, split, subset, seed)
+        if key not in self.datasets:
+            data = open_dataset(ds, split, subset=subset, seed=seed)
+            first: dict[str, torch.Tensor] = dict(data[0]) if len(data) else {}
+            size = sum(t.numel() * t.element_size() for t in first.values())
+            self.datasets[key] = InMemory(data) if size * len(data) <= MEMORY_BYTES else data
+        return self.datasets[key]
 
     def attack_options(self, eps: float | None = None) -> dict[str, Any]:
         """The spec's attack settings as Attack keywords (``eps`` overridden if given)."""

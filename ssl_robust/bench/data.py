@@ -7,10 +7,10 @@ from typing import Any
 
 from .. import _checks
 from ..data import create_dataset, eval_transform
-from ..data.base import DatasetInfo, SampleDataset
+from ..data.base import DatasetInfo, Sample, SampleDataset
 from .spec import DatasetSpec
 
-__all__ = ["dataset_info", "open_dataset", "open_images"]
+__all__ = ["InMemory", "dataset_info", "open_dataset", "open_images"]
 
 
 def open_dataset(ds: DatasetSpec, split: str, *, subset: int | None, seed: int) -> SampleDataset:
@@ -45,6 +45,27 @@ def open_images(
     else:
         transform = eval_transform(image_size)
     return create_dataset(name, root, split, transform=transform, subset=subset, seed=seed, **opts)
+
+
+class InMemory(SampleDataset):
+    """A dataset whose samples are kept once loaded (rendered ``shapes`` scenes, decoded
+    images): every later epoch, head and encoder reads them from memory. For subsets that fit
+    in memory; the runner uses it for the training subsets of the heads and the evaluation
+    subset, which every encoder shares."""
+
+    def __init__(self, dataset: SampleDataset) -> None:
+        super().__init__(transform=None)
+        self.dataset = dataset
+        self.info = dataset_info(dataset)
+        self._cache: dict[int, Sample] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _load(self, index: int) -> Sample:
+        if index not in self._cache:
+            self._cache[index] = self.dataset[index]
+        return self._cache[index]
 
 
 def dataset_info(dataset: SampleDataset) -> DatasetInfo:

@@ -11,7 +11,6 @@ from ..encoders import Encoder
 from ..runtime import barrier, broadcast_module
 from ..tasks import get_task
 from .context import RunContext
-from .data import open_dataset
 from .spec import DatasetSpec, HeadSpec
 
 __all__ = ["trained_model"]
@@ -45,7 +44,7 @@ def trained_model(
     if path.exists():
         head.load_state_dict(torch.load(path, map_location=ctx.device, weights_only=True))
         return evaluated.eval()
-    train = open_dataset(ds, ds.train_split, subset=hs.train_size, seed=ctx.spec.seed)
+    train = ctx.training_data(ds, ds.train_split, subset=hs.train_size, seed=ctx.spec.seed)
     loader = torch.utils.data.DataLoader(
         train,
         batch_size=hs.batch_size or PRESETS[task].batch_size,
