@@ -44,8 +44,8 @@ class RunContext:
         key = (ds.name, split, subset, seed)
         if key not in self.datasets:
             data = open_dataset(ds, split, subset=subset, seed=seed)
-            first: dict[str, torch.Tensor] = dict(data[0]) if len(data) else {}
-            size = sum(t.numel() * t.element_size() for t in first.values())
+            first: list[torch.Tensor] = list(data[0].values()) if len(data) else []  # type: ignore[arg-type]
+            size = sum(t.numel() * t.element_size() for t in first)
             self.datasets[key] = InMemory(data) if size * len(data) <= MEMORY_BYTES else data
         return self.datasets[key]
 
