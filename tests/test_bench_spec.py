@@ -269,3 +269,23 @@ def test_cli_deacl_fine_tunes_and_exports_loadable_weights(tmp_path, capsys):
     bad = _write(tmp_path, DEACL_TOML.format(out=tmp_path / "r2").replace("steps = 1", "stepz = 1"))
     assert main(["deacl", "--config", str(bad)]) == 2
     assert "unknown key 'stepz' in deacl" in capsys.readouterr().err
+
+
+def test_default_spec_loads_the_shipped_deacl_weights():
+    import torch
+
+    from ssl_robust.bench.spec import DEFAULT_DEACL_WEIGHTS
+    from ssl_robust.data import create_dataset
+    from ssl_robust.encoders import create_encoder
+
+    deacl = default_spec().encoders[1].deacl
+    assert deacl is not None and deacl.checkpoint == str(DEFAULT_DEACL_WEIGHTS)
+    assert default_spec(fine_tune=True).encoders[1].deacl.checkpoint is None  # type: ignore[union-attr]
+    base = create_encoder("vit_tiny_shapes", pretrained=True).eval()
+    tuned = create_encoder("vit_tiny_shapes").eval()
+    tuned.load_state_dict(torch.load(DEFAULT_DEACL_WEIGHTS, weights_only=True))  # strict
+    data = create_dataset("shapes", split="val", size=16, image_size=32, contrast=0.35)
+    x = torch.stack([data[i]["image"] for i in range(16)])
+    with torch.no_grad():
+        cos = torch.cosine_similarity(tuned(x).cls, base(x).cls, dim=1).mean()
+    assert 0.5 < float(cos) < 0.9999  # fine-tuned: moved, yet aligned with the teacher
