@@ -111,6 +111,7 @@ def run_benchmark(
     encoders = _Encoders(ctx)
     store.results["timings"] = {"embed_attacks": []}
     start = time.perf_counter()
+    phases = dict.fromkeys(("encoders_seconds", "heads_seconds", "evaluation_seconds"), 0.0)
     for entry in spec.encoders:
         for ds in spec.datasets:
             todo = [t for t in ds.tasks if not store.done(t, ds.name, entry.name)]
