@@ -126,12 +126,19 @@ def run_benchmark(
                     f"dataset {ds.name!r} ({ds.dataset}) has no {missing} targets; it "
                     f"supports {list(info.tasks)}"
                 )
+            clock = time.perf_counter()
             encoder = encoders(entry)
+            phases["encoders_seconds"] += time.perf_counter() - clock
+            clock = time.perf_counter()
             models = {
                 t: trained_model(ctx, entry.name, encoder, ds, get_task(t).name, info) for t in todo
             }
+            phases["heads_seconds"] += time.perf_counter() - clock
+            clock = time.perf_counter()
             evaluate_cells(ctx, entry, ds, encoder, data, info, models)
+            phases["evaluation_seconds"] += time.perf_counter() - clock
     timings = store.results["timings"]
+    timings.update(phases)
     timings.update(
         total_seconds=time.perf_counter() - start,
         embed_attack_seconds=sum(e["seconds"] for e in timings["embed_attacks"]),
