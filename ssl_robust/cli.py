@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -29,21 +30,22 @@ def _bench(args: argparse.Namespace) -> int:
         spec = replace(spec, device=args.device)
     out = Path(args.out) if args.out else Path(spec.out)
     if args.dry_run:
-        import os
-
         from .bench.plan import plan_benchmark
 
         world = int(os.environ.get("WORLD_SIZE", "1"))
         print(plan_benchmark(spec, world_size=world).summary())
         print(f"config OK: datasets, weights and memory checked; outputs would go to {out}")
         return 0
-    print(
-        f"ssl-robust bench: {len(spec.encoders)} encoder(s) × {len(spec.datasets)} "
-        f"dataset(s) → {out}"
-    )
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
+    if main_rank:
+        print(
+            f"ssl-robust bench: {len(spec.encoders)} encoder(s) × {len(spec.datasets)} "
+            f"dataset(s) → {out}"
+        )
     results = run_benchmark(spec, out=out, force=args.force, progress=not args.no_progress)
-    print(_summary(results))
-    print(f"wrote {out / 'results.json'}, {out / 'tables.md'} and figures in {out / 'figures'}")
+    if main_rank:
+        print(_summary(results))
+        print(f"wrote {out / 'results.json'}, {out / 'tables.md'} and figures in {out / 'figures'}")
     return 0
 
 
