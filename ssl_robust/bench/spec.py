@@ -210,7 +210,9 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class EvalSpec:
-    """The evaluation subset: ``subset`` images drawn once with ``seed`` from each eval split."""
+    """The evaluation subset: ``subset`` images drawn once with ``seed`` from each eval split,
+    evaluated in batches of ``batch_size`` (per rank under torchrun); the first ``gallery``
+    images are kept for the galleries."""
 
     subset: int | None = 500
     seed: int = 0
