@@ -202,6 +202,34 @@ def _batches(loader: Iterable[Any], rank: int, world: int) -> Iterator[tuple[lis
         start += b
 
 
+class _Timed:
+    """Runs an attack on a batch with per-sample seeded starts, adding up its time."""
+
+    def __init__(self, seconds: dict[str, float], seed: int, indices: list[int]) -> None:
+        self.seconds, self.seed, self.indices = seconds, seed, indices
+
+    def __call__(self, name: str, attack: Attack, x: Tensor, target: Any) -> Tensor:
+        start = time.perf_counter()
+        with seeded_starts(attack, sample_seeds(self.seed, name, self.indices)):
+            adv = attack(x, target).detach()
+        self.seconds[name] += time.perf_counter() - start
+        return adv
+
+
+class _Keeper:
+    """Appends the first ``n`` rows of a batch tensor to ``store[key]`` (nothing when n = 0)."""
+
+    def __init__(self, store: dict[str, list[Tensor]], n: int) -> None:
+        self.store, self.n = store, n
+
+    def __call__(
+        self, key: str, value: Tensor, transform: Callable[[Tensor], Tensor] | None = None
+    ) -> None:
+        if self.n:
+            rows = value[: self.n].detach()
+            self.store.setdefault(key, []).append((transform(rows) if transform else rows).cpu())
+
+
 def _new_metric(metric: MetricLike | None, spec: TaskSpec, info: DatasetInfo) -> Metric:
     if metric is None:
         m = spec.make_metric(info)
@@ -319,8 +347,8 @@ def evaluate(
         for n, m in named.items()
     }
     if device is None:
-        first = next(iter(named.values()))
-        params = list(first.parameters()) if isinstance(first, nn.Module) else []
+        model0 = next(iter(named.values()))
+        params = list(model0.parameters()) if isinstance(model0, nn.Module) else []
         dev = params[0].device if params else torch.device("cpu")
     else:
         dev = torch.device(device)
@@ -330,7 +358,7 @@ def evaluate(
     kept: dict[str, dict[str, list[Tensor]]] = {n: {} for n in named}
     seconds = dict.fromkeys(attacks, 0.0)
     rank, world = rank_world()
-    first_name = next(iter(named))
+    first = next(iter(named))
     total = 0
     bar = progress_bar(None, desc, enabled=progress, unit="batch")
     try:
@@ -344,16 +372,16 @@ def evaluate(
             targets = {n: t.to(dev) if isinstance(t, Tensor) else t for n, t in targets.items()}
             total += len(indices)
             n_keep = sum(i < keep for i in indices)
-            shared: dict[str, Tensor] = {}
-            for aname, atk in attacks.items():
-                if isinstance(atk, Attack):
-                    tgt = None if isinstance(atk, EmbedAttack) else targets[first_name]
-                    start = time.perf_counter()
-                    with seeded_starts(atk, sample_seeds(seed, aname, indices)):
-                        shared[aname] = atk(x, tgt).detach()
-                    seconds[aname] += time.perf_counter() - start
+            timed = _Timed(seconds, seed, indices)
+            shared = {
+                aname: timed(
+                    aname, atk, x, None if isinstance(atk, EmbedAttack) else targets[first]
+                )
+                for aname, atk in attacks.items()
+                if isinstance(atk, Attack)
+            }
             for mname, model in named.items():
-                spec, tgt = specs[mname], targets[mname]
+                tgt = targets[mname]
                 advs: dict[str, Tensor] = {"clean": x}
                 for aname, atk in attacks.items():
                     if aname in shared:
@@ -361,23 +389,17 @@ def evaluate(
                         continue
                     if aname not in per_model[mname]:
                         per_model[mname][aname] = atk(model)  # type: ignore[call-arg,arg-type,assignment]
-                    start = time.perf_counter()
-                    with seeded_starts(per_model[mname][aname], sample_seeds(seed, aname, indices)):
-                        advs[aname] = per_model[mname][aname](x, tgt).detach()
-                    seconds[aname] += time.perf_counter() - start
-                store = kept[mname]
-                if n_keep:
-                    store.setdefault("images", []).append(x[:n_keep].cpu())
-                    store.setdefault("target", []).append(tgt[:n_keep].cpu())
+                    advs[aname] = timed(aname, per_model[mname][aname], x, tgt)
+                keep_now = _Keeper(kept[mname], n_keep)
+                keep_now("images", x)
+                keep_now("target", tgt)
                 for cond, adv in advs.items():
                     with torch.no_grad():
                         pred = model(adv)
                     metrics[mname][cond].update(pred, tgt)
-                    if n_keep:
-                        if cond != "clean":
-                            store.setdefault(f"adv/{cond}", []).append(adv[:n_keep].cpu())
-                        picked = spec.predicted(pred[:n_keep].detach()).cpu()
-                        store.setdefault(f"pred/{cond}", []).append(picked)
+                    if cond != "clean":
+                        keep_now(f"adv/{cond}", adv)
+                    keep_now(f"pred/{cond}", pred, specs[mname].predicted)
             tick(bar)
     finally:
         if bar is not None:
