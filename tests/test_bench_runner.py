@@ -272,3 +272,32 @@ def test_window_trains_segmentation_on_crops_and_evaluates_by_sliding_window(tmp
     res = run_benchmark(spec, out=tmp_path / "run", progress=False, render=False)
     assert [r["task"] for r in res["rows"]] == ["segmentation", "depth"]
     assert all(math.isfinite(r[k]) for r in res["rows"] for k in ("clean", "task_attack"))
+
+
+FAILING_WORKER = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from test_bench_runner import tiny_spec
+from ssl_robust.bench import run_benchmark
+if os.environ["RANK"] == "1":
+    raise RuntimeError("rank 1 fails on purpose")
+run_benchmark(tiny_spec(deacl=False, curve=False), out=sys.argv[1], progress=False)
+"""
+
+
+def test_a_failing_rank_stops_every_rank_with_its_error(tmp_path):
+    """Rank 0 waits in the runner's first collective; rank 1 dies: torchrun ends both."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    worker = tmp_path / "worker.py"
+    worker.write_text(FAILING_WORKER.format(tests=str(Path(__file__).parent)))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29541", str(worker), str(tmp_path / "out")]  # fmt: skip
+    # a hang would raise subprocess.TimeoutExpired
+    proc = subprocess.run(cmd, timeout=120, env=env, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "rank 1 fails on purpose" in proc.stderr
