@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -15,7 +15,7 @@ from .. import _checks
 from ..encoders.base import EncoderOutput
 from .core import NORMS, AttackResult, pgd
 
-__all__ = ["Attack", "AttackOptions", "preserved_state"]
+__all__ = ["Attack", "AttackOptions", "model_output", "preserved_state"]
 
 
 class AttackOptions(TypedDict, total=False):
@@ -70,6 +70,24 @@ def preserved_state(model: object, *, eval_mode: bool, device: torch.device) -> 
         torch.set_rng_state(cpu_rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state(cuda_rng, device)
+
+
+def model_output(raw: Any) -> Any:
+    """What the losses see of a model's output, in at least float32.
+
+    Tensors and :class:`~ssl_robust.encoders.EncoderOutput` pass through; an output object
+    with a ``logits`` tensor (Hugging Face ``ModelOutput``, a dict) gives its logits. fp16/bf16
+    values (autocast, half models) are upcast so every attack loss is computed in float32.
+    """
+    if not isinstance(raw, (Tensor, EncoderOutput)):
+        logits = raw.get("logits") if isinstance(raw, Mapping) else getattr(raw, "logits", None)
+        if isinstance(logits, Tensor):
+            raw = logits
+    if isinstance(raw, Tensor):
+        return raw.float() if raw.is_floating_point() and raw.dtype.itemsize < 4 else raw
+    if isinstance(raw, EncoderOutput) and raw.cls.dtype.itemsize < 4:
+        return EncoderOutput(raw.cls.float(), raw.patches.float(), raw.grid)
+    return raw
 
 
 def _select(target: Any, idx: Tensor, batch: int) -> Any:
@@ -149,6 +167,13 @@ class Attack:
         self.select = _checks.check_choice("select", select, ("best", "last"))
         self.random_start = bool(random_start)
         self.early_stop = bool(early_stop)
+        if self.early_stop and type(self).success is Attack.success:
+            raise _checks.SSLRobustValueError(
+                f"early_stop=True cannot have an effect on {type(self).__name__}: it has no "
+                "per-sample success criterion, so no sample is ever done and every step runs "
+                "anyway; drop early_stop (it only exists for attacks that succeed, e.g. PGD "
+                "and SegPGD)"
+            )
         self.generator = _checks.check_generator(generator)
         self.eval_mode = bool(eval_mode)
 
@@ -182,26 +207,31 @@ class Attack:
                 subclass.
         """
         _checks.check_image_tensor(images)
+        model = _checks.unwrap_distributed(self.model)
+        _checks.check_device(model, images)
         device = images.device
         batch = images.shape[0]
-        with preserved_state(self.model, eval_mode=self.eval_mode, device=device):
-            target = self.prepare_target(images, target)
+        with preserved_state(model, eval_mode=self.eval_mode, device=device):
+            with _checks.input_checks(False):  # pgd() checks the values once
+                target = self.prepare_target(images, target)
             checked = False
 
             def loss_fn(
                 x: Tensor, idx: Tensor, step: int
             ) -> tuple[Tensor, Tensor | None, Tensor | None]:
                 nonlocal checked
-                output = self.model(x)
+                output = model_output(model(x))
                 tgt = _select(target, idx, batch)
-                if not checked:
-                    self.check_output(output, tgt)
-                    checked = True
-                return (
-                    self.loss(output, tgt, step),
-                    self.success(output, tgt),
-                    self.score(output, tgt),
-                )
+                # Losses in float32 whatever the caller's autocast (the output is upcast).
+                with torch.autocast(x.device.type, enabled=False):
+                    if not checked:
+                        self.check_output(output, tgt)
+                        checked = True
+                    return (
+                        self.loss(output, tgt, step),
+                        self.success(output, tgt),
+                        self.score(output, tgt),
+                    )
 
             return pgd(
                 loss_fn,

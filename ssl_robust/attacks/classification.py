@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from typing_extensions import Unpack
@@ -15,11 +14,6 @@ from ..encoders.base import EncoderOutput
 from .base import Attack, AttackOptions
 
 __all__ = ["PGD"]
-
-
-def _upcast(t: Tensor) -> Tensor:
-    """Losses are computed in at least float32 (bf16/fp16 logits under autocast)."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 class PGD(Attack):
@@ -91,7 +85,7 @@ class PGD(Attack):
         _checks.check_label_range(target, output.shape[1])
 
     def loss(self, output: Tensor, target: Tensor, step: int) -> Tensor:
-        ce = F.cross_entropy(_upcast(output), target, reduction="none")
+        ce = F.cross_entropy(output, target, reduction="none")
         return -ce if self.targeted else ce
 
     def success(self, output: Tensor, target: Tensor) -> Tensor:

@@ -13,6 +13,7 @@ Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", I
 from __future__ import annotations
 
 import math
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -148,8 +149,27 @@ class L2(Norm):
 NORMS: dict[str, Norm] = {"linf": Linf(), "l2": L2()}
 
 
-def _loss_dtype(images: Tensor) -> torch.dtype:
+def _work_dtype(images: Tensor) -> torch.dtype:
+    """The dtype of the perturbation, the best iterate and the losses (float32 at least)."""
     return torch.float64 if images.dtype == torch.float64 else torch.float32
+
+
+def _model_input(x: Tensor, clean: Tensor, dtype: torch.dtype) -> Tensor:
+    """``x`` (work dtype) in the images' ``dtype``, each value rounded toward ``clean``.
+
+    Rounding to the nearest fp16/bf16 value can step out of the eps-ball or past the clean
+    image by one ulp; rounding toward the clean image never does (each coordinate of the
+    perturbation only shrinks), so what the model sees, and what the attack returns, is inside
+    the ball and [0, 1] in the images' own dtype. The gradient flows through the cast.
+    """
+    if x.dtype == dtype:
+        return x
+    q = x.to(dtype)
+    with torch.no_grad():
+        qd = q.detach()
+        away = (qd.to(x.dtype) - clean).abs() > (x.detach() - clean).abs()
+        fixed = torch.where(away, torch.nextafter(qd, clean.to(dtype)), qd)
+    return q + (fixed - qd)  # equals ``fixed`` exactly; differentiable through ``q``
 
 
 def _unpack(out: object, b: int) -> tuple[Tensor, Tensor | None, Tensor]:
@@ -204,6 +224,26 @@ class _Tracker:
         self.x[sel] = torch.where(cond, x, self.x[sel])
         self.loss[sel] = torch.where(better, loss.detach().to(self.loss.dtype), self.loss[sel])
         self.score[sel] = torch.where(better, score.to(best_score.dtype), best_score)
+
+
+def _perturbation_grad(loss: Tensor, d: Tensor, step: int) -> Tensor:
+    """d(sum of the per-sample losses)/d(perturbation); an error when no gradient reaches it."""
+    if not loss.requires_grad:
+        raise _checks.SSLRobustRuntimeError(
+            f"the attack loss does not require grad (step {step}): no gradient can reach the "
+            "perturbation. The model must be differentiable with respect to its input; it "
+            "must not run its forward under torch.no_grad()/inference_mode() or .detach() "
+            "its output, and the loss must not go through argmax or other integer steps"
+        )
+    objective = loss.sum() if loss.dtype in (torch.float32, torch.float64) else loss.float().sum()
+    (grad,) = torch.autograd.grad(objective, d, allow_unused=True)
+    if grad is None:
+        raise _checks.SSLRobustRuntimeError(
+            f"the attack loss does not depend on the input images (step {step}): its graph "
+            "never reaches them. Does the model use its input? Does the loss callback use the "
+            "images it is given (x_active), not a copy made elsewhere?"
+        )
+    return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def pgd(
@@ -263,11 +303,12 @@ def pgd(
             + (str(images.dtype) if isinstance(images, Tensor) else type(images).__name__)
         )
     if torch.is_inference_mode_enabled():
-        raise RuntimeError(
+        raise _checks.SSLRobustRuntimeError(
             "attacks need gradients but were called under torch.inference_mode(); call them "
-            "outside it (torch.no_grad() around the call is fine)"
+            "outside it (torch.no_grad() around the call is fine: attacks enable gradients "
+            "for the perturbation themselves)"
         )
-    _checks.check_finite_images(images)
+    _checks.check_finite_images(images)  # once per call, never per step
     if isinstance(norm, str):
         norm_obj = NORMS[_checks.check_choice("norm", norm, tuple(NORMS))]
     elif isinstance(norm, Norm):
@@ -282,15 +323,18 @@ def pgd(
     _checks.check_choice("select", select, ("best", "last"))
     generator = _checks.check_generator(generator)
 
-    images = images.detach()
+    in_dtype = images.dtype
+    dtype = _work_dtype(images)
+    # The perturbation, the iterates and the losses live in float32 (float64 for float64
+    # images); fp16/bf16 images are only the dtype the model sees and the result is returned in.
+    images = images.detach().to(dtype)
     if images.is_inference():
         images = images.clone()  # inference tensors cannot enter the autograd graph
     b = images.shape[0]
-    dtype = _loss_dtype(images)
     device = images.device
     if b == 0:
         return AttackResult(
-            adversarial=images.clone(),
+            adversarial=images.to(in_dtype, copy=True),
             loss=torch.empty(0, dtype=dtype, device=device),
             success=None,
             steps=torch.zeros(0, dtype=torch.long, device=device),
@@ -303,73 +347,75 @@ def pgd(
         delta = torch.zeros_like(images)
 
     track_best = select == "best"
-    tracker = _Tracker((images + delta).clamp(0, 1), dtype)
+    tracker = _Tracker(_model_input(images + delta, images, in_dtype).to(dtype), dtype)
     steps_run = torch.zeros(b, dtype=torch.long, device=device)
     active: Tensor | None = None  # None: every sample is active (no indexing on the hot path)
     all_idx = torch.arange(b, device=device)
+    warned = False
 
-    for t in range(steps):
-        idx = all_idx if active is None else active
-        x0 = images if active is None else images[active]
-        d = (delta if active is None else delta[active]).detach().requires_grad_(True)
-        x = x0 + d
-        with torch.enable_grad():
-            loss, success, score = _unpack(loss_fn(x, idx, t), x.shape[0])
-            if loss.requires_grad:
-                objective = (
-                    loss.sum()
-                    if loss.dtype in (torch.float32, torch.float64)
-                    else (loss.float().sum())
+    with _checks.input_checks(False):  # the images were checked above; no sync per step
+        for t in range(steps):
+            idx = all_idx if active is None else active
+            x0 = images if active is None else images[active]
+            # Everything from the perturbation to the loss runs with gradients enabled, so a
+            # caller's torch.no_grad() cannot silently turn the attack into a no-op.
+            with torch.enable_grad():
+                d = (delta if active is None else delta[active]).detach().requires_grad_(True)
+                x = _model_input(x0 + d, x0, in_dtype)
+                loss, success, score = _unpack(loss_fn(x, idx, t), x.shape[0])
+                grad = _perturbation_grad(loss, d, t)
+            if early_stop and success is None and not warned:
+                warned = True
+                warnings.warn(
+                    "early_stop=True has no effect: the loss callback returns no success "
+                    "criterion (success=None), so no sample ever stops early",
+                    stacklevel=2,
                 )
-                (grad,) = torch.autograd.grad(objective, d, allow_unused=True)
-            else:
-                grad = None
-        if grad is None:
-            grad = torch.zeros_like(d)
-        grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
-        with torch.no_grad():
-            if track_best or early_stop:
-                tracker.update(active, x.detach().clamp(0, 1), loss, success, score)
-            new = norm_obj.project(norm_obj.step(d.detach(), grad, step_size), eps)
-            new = (x0 + new).clamp(0, 1) - x0
-            if early_stop and success is not None and bool(success.any()):
-                keep = ~success
-                if active is None:
-                    delta = torch.where(keep.view(-1, *([1] * (d.ndim - 1))), new, delta)
-                    steps_run += keep.long()
-                    active = all_idx[keep]
+            with torch.no_grad():
+                if track_best or early_stop:
+                    tracker.update(active, x.detach().to(dtype), loss, success, score)
+                new = norm_obj.project(norm_obj.step(d.detach(), grad, step_size), eps)
+                new = (x0 + new).clamp(0, 1) - x0
+                if early_stop and success is not None and bool(success.any()):
+                    keep = ~success
+                    if active is None:
+                        delta = torch.where(keep.view(-1, *([1] * (d.ndim - 1))), new, delta)
+                        steps_run += keep.long()
+                        active = all_idx[keep]
+                    else:
+                        kept = active[keep]
+                        delta[kept] = new[keep]
+                        steps_run[kept] += 1
+                        active = kept
+                    if active.numel() == 0:
+                        break
+                elif active is None:
+                    delta = new
+                    steps_run += 1
                 else:
-                    kept = active[keep]
-                    delta[kept] = new[keep]
-                    steps_run[kept] += 1
-                    active = kept
-                if active.numel() == 0:
-                    break
-            elif active is None:
-                delta = new
-                steps_run += 1
-            else:
-                delta[active] = new
-                steps_run[active] += 1
+                    delta[active] = new
+                    steps_run[active] += 1
 
-    # Score the final iterate of the samples still being updated (one forward, no grad).
-    final_idx = all_idx if active is None else active
-    with torch.no_grad():
-        if final_idx.numel() > 0:
-            x0 = images if active is None else images[final_idx]
-            x = (x0 + (delta if active is None else delta[final_idx])).clamp(0, 1)
-            loss, success, score = _unpack(loss_fn(x, final_idx, steps), x.shape[0])
-            if track_best:
-                tracker.update(active, x, loss, success, score)
-            else:
-                sel: Tensor | slice = slice(None) if active is None else final_idx
-                tracker.x[sel] = x
-                tracker.loss[sel] = loss.to(dtype)
-                if success is not None:
-                    tracker.has_success = True
-                    tracker.success[sel] = success
+        # Score the final iterate of the samples still being updated (one forward, no grad).
+        final_idx = all_idx if active is None else active
+        with torch.no_grad():
+            if final_idx.numel() > 0:
+                x0 = images if active is None else images[final_idx]
+                d = delta if active is None else delta[final_idx]
+                x = _model_input((x0 + d).clamp(0, 1), x0, in_dtype)
+                loss, success, score = _unpack(loss_fn(x, final_idx, steps), x.shape[0])
+                x = x.to(dtype)
+                if track_best:
+                    tracker.update(active, x, loss, success, score)
+                else:
+                    sel: Tensor | slice = slice(None) if active is None else final_idx
+                    tracker.x[sel] = x
+                    tracker.loss[sel] = loss.to(dtype)
+                    if success is not None:
+                        tracker.has_success = True
+                        tracker.success[sel] = success
     return AttackResult(
-        adversarial=tracker.x,
+        adversarial=tracker.x.to(in_dtype),
         loss=tracker.loss,
         success=tracker.success if tracker.has_success else None,
         steps=steps_run,

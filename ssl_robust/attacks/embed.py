@@ -12,7 +12,7 @@ from typing_extensions import Unpack
 
 from .. import _checks
 from ..encoders.base import EncoderOutput
-from .base import Attack, AttackOptions
+from .base import Attack, AttackOptions, model_output
 
 __all__ = ["EmbedAttack", "embedding_distance"]
 
@@ -45,8 +45,10 @@ class EmbedAttack(Attack):
     :math:`1 - \cos(f(x+\delta), f(x))` (``distance="cosine"``, as in DeACL) where ``f`` is the
     CLS embedding (``tokens="cls"``, sparse tasks) or all patch tokens (``tokens="patch"``,
     dense tasks). The clean embedding :math:`f(x)` is computed once per call without gradients,
-    or passed as ``target``. The examples depend only on the encoder and the images, so one
-    attack serves every downstream head.
+    or passed as ``target``. Without a target the attack needs its random start (the
+    distance has zero gradient at δ = 0): ``random_start=False`` is then refused. There is no
+    success criterion, so ``early_stop=True`` is refused too. The examples depend only on the
+    encoder and the images, so one attack serves every downstream head.
 
     Args:
         encoder: an :class:`~ssl_robust.encoders.Encoder` (returns EncoderOutput) or any
@@ -104,8 +106,17 @@ class EmbedAttack(Attack):
 
     def prepare_target(self, images: Tensor, target: Any) -> Tensor:
         if target is None:
+            if not self.random_start and self.steps > 0 and self.eps > 0:
+                raise _checks.SSLRobustValueError(
+                    "EmbedAttack(random_start=False) cannot move without a target: the "
+                    "distance to the clean embedding f(x) is at its minimum at δ = 0, where "
+                    "its gradient is exactly zero, so every step would be zero. Use "
+                    "random_start=True (the paper's setting; pass a torch.Generator for "
+                    "determinism) or pass other target embeddings"
+                )
+            model = _checks.unwrap_distributed(self.model)
             with torch.no_grad():
-                return self.embed(self.model(images)).detach()
+                return self.embed(model_output(model(images))).detach()
         ref = self.embed(target).detach()
         if ref.shape[0] != images.shape[0]:
             raise _checks.SSLRobustValueError(
