@@ -13,7 +13,17 @@ import ssl_robust
 
 PUBLIC = {
     "ssl_robust.attacks": ["Attack", "AttackResult", "PGD", "EmbedAttack", "pgd"],
-    "ssl_robust.attacks.core": ["pgd", "AttackResult", "Linf", "L2", "Norm"],
+    "ssl_robust.attacks.core": [
+        "pgd",
+        "AttackResult",
+        "Linf",
+        "L2",
+        "Norm",
+        "Schedule",
+        "FixedStep",
+        "APGDStep",
+        "SCHEDULES",
+    ],
     "ssl_robust.encoders": ["EncoderOutput", "Encoder", "VisionTransformer"],
     "ssl_robust.adaptors": ["LinearClassifier", "TaskModel"],
     "ssl_robust.metrics": ["Accuracy"],
@@ -46,6 +56,8 @@ def test_attack_signatures_follow_the_contract():
         "select": "best",
         "generator": None,
         "eval_mode": True,
+        "schedule": "fixed",
+        "restarts": 1,
     }
     assert inspect.signature(PGD.__init__).parameters["targeted"].default is False
     emb = inspect.signature(EmbedAttack.__init__).parameters
@@ -61,6 +73,8 @@ def test_attack_signatures_follow_the_contract():
         "early_stop",
         "select",
         "generator",
+        "schedule",
+        "restarts",
     }
     from ssl_robust.attacks import AttackResult
 
