@@ -11,7 +11,7 @@ budgets are on the same [0, 1] scale (eps=8/255). The benchmark runner lives in
 from . import adaptors, attacks, data, defenses, encoders, losses, metrics
 from ._checks import SSLRobustTypeError, SSLRobustValueError
 from .adaptors import LinearClassifier, LinearDepther, LinearSegmenter, TaskModel, fit
-from .attacks import PGD, Attack, AttackResult, DepthPGD, EmbedAttack, SegPGD
+from .attacks import APGD, PGD, Attack, AttackResult, DepthPGD, EmbedAttack, SegPGD
 from .data import create_dataset, list_datasets
 from .defenses import DeACLConfig, DeACLTrainer
 from .encoders import Encoder, EncoderOutput, VisionTransformer, create_encoder, list_encoders, wrap
@@ -20,6 +20,7 @@ from .metrics import Accuracy, DepthMetrics, MeanIoU
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "APGD",
     "PGD",
     "Accuracy",
     "Attack",

@@ -12,7 +12,9 @@ import pytest
 import ssl_robust
 
 PUBLIC = {
-    "ssl_robust.attacks": ["Attack", "AttackResult", "PGD", "EmbedAttack", "pgd"],
+    "ssl_robust.attacks": ["Attack", "AttackResult", "PGD", "APGD", "EmbedAttack", "pgd"],
+    "ssl_robust.losses": ["dlr_loss", "targeted_dlr_loss", "logit_margin"],
+    "ssl_robust": ["APGD"],
     "ssl_robust.attacks.core": [
         "pgd",
         "AttackResult",

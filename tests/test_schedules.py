@@ -94,6 +94,65 @@ def test_apgd_halving_and_reset_on_a_toy_loss():
     torch.testing.assert_close(history[5][1], expected, rtol=0, atol=1e-15)
 
 
+def reference_apgd(model, x, y, *, eps, steps):
+    """APGD (Croce & Hein 2020, Algorithm 1) on the CE of a classifier, L-inf, no random
+    start, written independently from the paper: returns the last iterate."""
+    checkpoints, w, length = [], 0, max(int(0.22 * steps), 1)
+    while w + length < steps:
+        w += length
+        checkpoints.append(w)
+        length = max(length - max(int(0.03 * steps), 1), max(int(0.06 * steps), 1))
+
+    def f_and_grad(z):
+        z = z.clone().requires_grad_(True)
+        f = F.cross_entropy(model(z), y, reduction="none")
+        return f.detach(), torch.autograd.grad(f.sum(), z)[0]
+
+    def proj(z):
+        return torch.min(torch.max(z, x - eps), x + eps).clamp(0, 1)
+
+    b = x.shape[0]
+    eta = torch.full((b, 1, 1, 1), 2 * eps, dtype=x.dtype)
+    cur, prev = x.clone(), x.clone()
+    f_best = torch.full((b,), -torch.inf, dtype=x.dtype)
+    x_best, g_best = x.clone(), torch.zeros_like(x)
+    f_prev, count, reduced = None, torch.zeros(b), torch.ones(b, dtype=torch.bool)
+    f_best_check, last = None, 0
+    for t in range(steps):
+        f, g = f_and_grad(cur)
+        up = f > f_best
+        x_best[up], g_best[up], f_best[up] = cur[up], g[up], f[up]
+        if f_prev is not None:
+            count += (f > f_prev).float()
+        f_prev = f
+        if t == 0:
+            f_best_check = f_best.clone()
+        if t in checkpoints:
+            halve = (count < 0.75 * (t - last)) | (~reduced & (f_best_check >= f_best))
+            reduced, f_best_check, count, last = halve, f_best.clone(), torch.zeros(b), t
+            eta[halve] /= 2
+            cur, g = cur.clone(), g.clone()
+            cur[halve], g[halve] = x_best[halve], g_best[halve]
+        z = proj(cur + eta * g.sign())
+        a = 1.0 if t == 0 else 0.75
+        nxt = proj(cur + a * (z - cur) + (1 - a) * (cur - prev))
+        prev, cur = cur, nxt
+    return cur
+
+
+def test_apgd_matches_an_independent_implementation_in_float64():
+    model = _linear_model()
+    x, y = _data()
+
+    def loss_fn(xa, idx, step):
+        return F.cross_entropy(model(xa), y[idx], reduction="none"), None
+
+    kw = dict(eps=8 / 255, step_size=0.0, random_start=False, select="last", schedule="apgd")
+    ours = pgd(loss_fn, x, steps=25, **kw)
+    ref = reference_apgd(model, x, y, eps=8 / 255, steps=25)
+    torch.testing.assert_close(ours.adversarial, ref, rtol=0, atol=1e-12)
+
+
 def test_apgd_first_step_is_twice_eps_without_momentum():
     x0 = torch.full((1, 4), 0.5, dtype=torch.float64)
     grad = torch.tensor([[1.0, -1.0, 2.0, -0.5]], dtype=torch.float64)

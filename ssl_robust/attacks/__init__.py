@@ -4,13 +4,14 @@
 """
 
 from .base import Attack, AttackOptions
-from .classification import PGD
+from .classification import APGD, PGD
 from .core import L2, NORMS, AttackResult, Linf, Norm, pgd
 from .depth import DepthPGD
 from .embed import EmbedAttack, embedding_distance
 from .segmentation import SegPGD
 
 __all__ = [
+    "APGD",
     "L2",
     "NORMS",
     "PGD",
