@@ -13,7 +13,13 @@ import ssl_robust
 
 PUBLIC = {
     "ssl_robust.attacks": ["Attack", "AttackResult", "PGD", "APGD", "EmbedAttack", "pgd"],
-    "ssl_robust.losses": ["dlr_loss", "targeted_dlr_loss", "logit_margin"],
+    "ssl_robust.losses": [
+        "dlr_loss",
+        "targeted_dlr_loss",
+        "logit_margin",
+        "sea_loss",
+        "SEGMENTATION_LOSSES",
+    ],
     "ssl_robust": ["APGD"],
     "ssl_robust.attacks.core": [
         "pgd",

@@ -8,14 +8,16 @@ nothing across samples) or be averaged for training.
 
 from .classification import dlr_loss, logit_margin, targeted_dlr_loss
 from .depth import depth_loss, gradient_matching_loss, scale_invariant_log_loss
-from .segmentation import segpgd_loss
+from .segmentation import SEGMENTATION_LOSSES, sea_loss, segpgd_loss
 
 __all__ = [
+    "SEGMENTATION_LOSSES",
     "depth_loss",
     "dlr_loss",
     "gradient_matching_loss",
     "logit_margin",
     "scale_invariant_log_loss",
+    "sea_loss",
     "segpgd_loss",
     "targeted_dlr_loss",
 ]
