@@ -19,6 +19,7 @@ PUBLIC = {
         "logit_margin",
         "sea_loss",
         "SEGMENTATION_LOSSES",
+        "l1_log_loss",
     ],
     "ssl_robust": ["APGD"],
     "ssl_robust.attacks.core": [

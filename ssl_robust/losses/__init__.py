@@ -7,7 +7,7 @@ nothing across samples) or be averaged for training.
 """
 
 from .classification import dlr_loss, logit_margin, targeted_dlr_loss
-from .depth import depth_loss, gradient_matching_loss, scale_invariant_log_loss
+from .depth import depth_loss, gradient_matching_loss, l1_log_loss, scale_invariant_log_loss
 from .segmentation import SEGMENTATION_LOSSES, sea_loss, segpgd_loss
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "depth_loss",
     "dlr_loss",
     "gradient_matching_loss",
+    "l1_log_loss",
     "logit_margin",
     "scale_invariant_log_loss",
     "sea_loss",
