@@ -11,7 +11,17 @@ budgets are on the same [0, 1] scale (eps=8/255). The benchmark runner lives in
 from . import adaptors, attacks, data, defenses, encoders, losses, metrics
 from ._checks import SSLRobustTypeError, SSLRobustValueError
 from .adaptors import LinearClassifier, LinearDepther, LinearSegmenter, TaskModel, fit
-from .attacks import APGD, PGD, Attack, AttackResult, DepthPGD, EmbedAttack, SegPGD
+from .attacks import (
+    APGD,
+    PGD,
+    Attack,
+    AttackResult,
+    DepthPGD,
+    EmbedAttack,
+    Ensemble,
+    SegPGD,
+    strong_attack,
+)
 from .data import create_dataset, list_datasets
 from .defenses import DeACLConfig, DeACLTrainer
 from .encoders import Encoder, EncoderOutput, VisionTransformer, create_encoder, list_encoders, wrap
@@ -32,6 +42,7 @@ __all__ = [
     "EmbedAttack",
     "Encoder",
     "EncoderOutput",
+    "Ensemble",
     "LinearClassifier",
     "LinearDepther",
     "LinearSegmenter",
@@ -54,5 +65,6 @@ __all__ = [
     "list_encoders",
     "losses",
     "metrics",
+    "strong_attack",
     "wrap",
 ]

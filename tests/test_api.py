@@ -12,7 +12,17 @@ import pytest
 import ssl_robust
 
 PUBLIC = {
-    "ssl_robust.attacks": ["Attack", "AttackResult", "PGD", "APGD", "EmbedAttack", "pgd"],
+    "ssl_robust.attacks": [
+        "Attack",
+        "AttackResult",
+        "PGD",
+        "APGD",
+        "EmbedAttack",
+        "Ensemble",
+        "EnsembleResult",
+        "strong_attack",
+        "pgd",
+    ],
     "ssl_robust.losses": [
         "dlr_loss",
         "targeted_dlr_loss",
@@ -21,7 +31,7 @@ PUBLIC = {
         "SEGMENTATION_LOSSES",
         "l1_log_loss",
     ],
-    "ssl_robust": ["APGD"],
+    "ssl_robust": ["APGD", "Ensemble", "strong_attack"],
     "ssl_robust.attacks.core": [
         "pgd",
         "AttackResult",
