@@ -123,7 +123,7 @@ def test_strong_attack_presets_and_runs(classifier, images):
         (APGD, "ce", False),
         (APGD, "dlr", True),
     ]
-    assert all(a.schedule == "apgd" and a.eps == 2 / 255 for a in cls.attacks)
+    assert all(a.schedule == "apgd" and a.eps == 2 / 255 and a.early_stop for a in cls.attacks)
     with torch.no_grad():
         labels = classifier(images).argmax(1)
     res = cls.run(images, labels)
