@@ -141,3 +141,15 @@ def test_segpgd_loss_is_the_functional_loss_and_evaluate_is_one_pass(name, seg_d
     assert torch.equal(success, atk.success(out, prepared))
     torch.testing.assert_close(score, atk.score(out, prepared))
     assert not hasattr(atk, "_share")
+
+
+def test_segpgd_apgd_early_stop_gives_the_same_result(seg_data):
+    model, x, masks = seg_data
+    kw = dict(loss="masked_ce", schedule="apgd", steps=8, eps=6 / 255, success_threshold=0.9)
+    full = SegPGD(model, generator=torch.Generator().manual_seed(0), **kw).run(x, masks)
+    es = SegPGD(model, early_stop=True, generator=torch.Generator().manual_seed(0), **kw).run(
+        x, masks
+    )
+    torch.testing.assert_close(es.adversarial, full.adversarial, rtol=0, atol=1e-6)
+    assert torch.equal(es.success, full.success) and full.success.any()
+    assert (es.steps <= full.steps).all() and (es.steps < full.steps).any()
