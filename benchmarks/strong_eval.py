@@ -14,7 +14,8 @@ linear heads fitted here on the synthetic ``shapes`` data:
 "passes" count images: ``grad`` = forwards whose input requires grad (each followed by one
 backward), ``fwd`` = forwards without. Averaged per evaluated image.
 
-Run:  python benchmarks/strong_eval.py [--n 256] [--eps 1] [--threads 1] [--tasks ...]
+Run:  python benchmarks/strong_eval.py [--n 128] [--eps 2] [--threads 1] [--tasks ...]
+(results in docs/performance.md; about 10 minutes on one CPU thread, AutoAttack most of it)
 """
 
 from __future__ import annotations
