@@ -94,9 +94,9 @@ def test_apgd_halving_and_reset_on_a_toy_loss():
     torch.testing.assert_close(history[5][1], expected, rtol=0, atol=1e-15)
 
 
-def reference_apgd(model, x, y, *, eps, steps):
-    """APGD (Croce & Hein 2020, Algorithm 1) on the CE of a classifier, L-inf, no random
-    start, written independently from the paper: returns the last iterate."""
+def reference_apgd(model, x, y, *, eps, steps, norm="linf"):
+    """APGD (Croce & Hein 2020, Algorithm 1) on the CE of a classifier, no random start,
+    written independently from the paper: returns the last iterate."""
     checkpoints, w, length = [], 0, max(int(0.22 * steps), 1)
     while w + length < steps:
         w += length
@@ -108,8 +108,17 @@ def reference_apgd(model, x, y, *, eps, steps):
         f = F.cross_entropy(model(z), y, reduction="none")
         return f.detach(), torch.autograd.grad(f.sum(), z)[0]
 
+    def l2(t):
+        return t.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+
     def proj(z):
-        return torch.min(torch.max(z, x - eps), x + eps).clamp(0, 1)
+        if norm == "linf":
+            return torch.min(torch.max(z, x - eps), x + eps).clamp(0, 1)
+        d = z - x
+        return (x + d * (eps / l2(d).clamp_min(1e-12)).clamp(max=1)).clamp(0, 1)
+
+    def direction(g):
+        return g.sign() if norm == "linf" else g / l2(g).clamp_min(1e-12)
 
     b = x.shape[0]
     eta = torch.full((b, 1, 1, 1), 2 * eps, dtype=x.dtype)
@@ -133,23 +142,24 @@ def reference_apgd(model, x, y, *, eps, steps):
             eta[halve] /= 2
             cur, g = cur.clone(), g.clone()
             cur[halve], g[halve] = x_best[halve], g_best[halve]
-        z = proj(cur + eta * g.sign())
+        z = proj(cur + eta * direction(g))
         a = 1.0 if t == 0 else 0.75
         nxt = proj(cur + a * (z - cur) + (1 - a) * (cur - prev))
         prev, cur = cur, nxt
     return cur
 
 
-def test_apgd_matches_an_independent_implementation_in_float64():
+@pytest.mark.parametrize(("norm", "eps"), [("linf", 8 / 255), ("l2", 0.5)])
+def test_apgd_matches_an_independent_implementation_in_float64(norm, eps):
     model = _linear_model()
     x, y = _data()
 
     def loss_fn(xa, idx, step):
         return F.cross_entropy(model(xa), y[idx], reduction="none"), None
 
-    kw = dict(eps=8 / 255, step_size=0.0, random_start=False, select="last", schedule="apgd")
-    ours = pgd(loss_fn, x, steps=25, **kw)
-    ref = reference_apgd(model, x, y, eps=8 / 255, steps=25)
+    kw = dict(step_size=0.0, random_start=False, select="last", schedule="apgd", norm=norm)
+    ours = pgd(loss_fn, x, eps=eps, steps=25, **kw)
+    ref = reference_apgd(model, x, y, eps=eps, steps=25, norm=norm)
     torch.testing.assert_close(ours.adversarial, ref, rtol=0, atol=1e-12)
 
 

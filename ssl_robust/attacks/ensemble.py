@@ -117,7 +117,8 @@ class Ensemble:
             output = model_output(model(images))
             with torch.autocast(images.device.type, enabled=False):
                 damage, broken = self.attacks[0].damage(output, prepared)
-        return damage.detach().float(), broken.detach().bool()
+        damage = damage.detach()
+        return (damage.float() if damage.dtype.itemsize < 4 else damage), broken.detach().bool()
 
     def run(self, images: Tensor, target: Any = None) -> EnsembleResult:
         """Attack ``images`` with every member in turn; returns the :class:`EnsembleResult`.
