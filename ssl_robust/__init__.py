@@ -9,7 +9,13 @@ budgets are on the same [0, 1] scale (eps=8/255). The benchmark runner lives in
 """
 
 from . import adaptors, attacks, data, defenses, encoders, losses, metrics
-from ._checks import SSLRobustTypeError, SSLRobustValueError
+from ._checks import (
+    SSLRobustRuntimeError,
+    SSLRobustTypeError,
+    SSLRobustValueError,
+    input_checks_enabled,
+    set_input_checks,
+)
 from .adaptors import LinearClassifier, LinearDepther, LinearSegmenter, TaskModel, fit
 from .attacks import PGD, Attack, AttackResult, DepthPGD, EmbedAttack, SegPGD
 from .data import create_dataset, list_datasets
@@ -35,6 +41,7 @@ __all__ = [
     "LinearDepther",
     "LinearSegmenter",
     "MeanIoU",
+    "SSLRobustRuntimeError",
     "SSLRobustTypeError",
     "SSLRobustValueError",
     "SegPGD",
@@ -49,9 +56,11 @@ __all__ = [
     "defenses",
     "encoders",
     "fit",
+    "input_checks_enabled",
     "list_datasets",
     "list_encoders",
     "losses",
     "metrics",
+    "set_input_checks",
     "wrap",
 ]

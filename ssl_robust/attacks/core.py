@@ -45,7 +45,8 @@ class AttackResult:
 
     Attributes:
         adversarial: adversarial images, same shape, dtype and device as the input, in [0, 1]
-            and inside the eps-ball around the input.
+            and inside the eps-ball around the input exactly in that dtype (checked in
+            float64, no tolerance; fp16/bf16 values are rounded toward the clean image).
         loss: (B,) the attack loss at the returned images.
         success: (B,) bool, whether the attack succeeded on each sample (e.g. misclassified),
             or None for attacks without a success criterion (EmbedAttack).
@@ -224,6 +225,20 @@ class _Tracker:
         self.x[sel] = torch.where(cond, x, self.x[sel])
         self.loss[sel] = torch.where(better, loss.detach().to(self.loss.dtype), self.loss[sel])
         self.score[sel] = torch.where(better, score.to(best_score.dtype), best_score)
+
+
+def _returned(adv: Tensor, clean: Tensor, norm: Norm, eps: float, dtype: torch.dtype) -> Tensor:
+    """The returned images in ``dtype``, inside the ball and [0, 1] exactly.
+
+    The iterates are computed in float32, whose rounding of ``x + δ`` can leave the ball by a
+    few units in the last place; here the perturbation is projected once more in float64 and
+    each value rounded toward the clean image, so ``(adv.double() - x.double())`` satisfies the
+    threat model with no tolerance. Values already inside are unchanged.
+    """
+    if dtype == torch.float64:
+        return adv
+    a, c = adv.double(), clean.double()
+    return _model_input((c + norm.project(a - c, eps)).clamp(0, 1), c, dtype)
 
 
 def _perturbation_grad(loss: Tensor, d: Tensor, step: int) -> Tensor:
@@ -415,7 +430,7 @@ def pgd(
                         tracker.has_success = True
                         tracker.success[sel] = success
     return AttackResult(
-        adversarial=tracker.x.to(in_dtype),
+        adversarial=_returned(tracker.x, images, norm_obj, eps, in_dtype),
         loss=tracker.loss,
         success=tracker.success if tracker.has_success else None,
         steps=steps_run,
