@@ -100,7 +100,7 @@ def _deacl(args: argparse.Namespace) -> int:
     out = Path(args.out or raw.get("out", "deacl_run"))
     device = torch.device(args.device or raw.get("device", "cpu"))
     student = create_encoder(
-        enc.registry, weights=enc.weights, pretrained=enc.pretrained, **enc.options
+        enc.registry, checkpoint_path=enc.weights, pretrained=enc.pretrained, **enc.options
     ).to(device)
     dataset = open_images(
         data.dataset,
@@ -129,7 +129,7 @@ def _deacl(args: argparse.Namespace) -> int:
         )
     print(
         f"wrote {exported}: load it with "
-        f"create_encoder({enc.registry!r}, weights={str(exported)!r})"
+        f"create_encoder({enc.registry!r}, checkpoint_path={str(exported)!r})"
     )
     return 0
 

@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # page -> indices of its ```python blocks that are complete programs
 RUNNABLE = {
     "docs/metrics.md": (0, 1),
+    "docs/encoders.md": (0,),
 }
 
 
