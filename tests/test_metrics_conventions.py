@@ -97,6 +97,8 @@ def test_to_moves_the_state_and_dtype_survives() -> None:
     depth = DepthMetrics()
     depth.update(torch.ones(1, 2, 2), torch.ones(1, 2, 2))  # the state follows the inputs
     assert depth.to("meta").images.device.type == "meta"
+    halved = DepthMetrics().half().to(torch.float32)  # dtype casts leave the exact sums alone
+    assert halved.rmse.dtype == torch.float64 and halved.images.dtype == torch.long
 
 
 def test_higher_is_better() -> None:

@@ -131,8 +131,22 @@ class Metric(nn.Module, Generic[ResultT]):
         self.update(pred, target)
         batch = self._compute({k: v.clone() for k, v in self._state().items()})
         for name, value in saved.items():
-            self.accumulate(name, value)
+            self.accumulate(name, value.to(getattr(self, name).device))
         return batch
+
+    def __call__(self, pred: Tensor, target: Tensor) -> ResultT:  # typed call for mypy users
+        out: ResultT = super().__call__(pred, target)
+        return out
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Metric[ResultT]:
+        """``.to()``, ``.cuda()``, ``.half()``: the state moves but keeps its dtype (exact sums)."""
+        dtypes = {name: getattr(self, name).dtype for name in self._defaults}
+        super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
+        for name, dtype in dtypes.items():
+            value = getattr(self, name)
+            if value.dtype != dtype:
+                setattr(self, name, value.to(dtype))
+        return self
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
