@@ -9,7 +9,13 @@ budgets are on the same [0, 1] scale (eps=8/255). The benchmark runner lives in
 """
 
 from . import adaptors, attacks, data, defenses, encoders, losses, metrics
-from ._checks import SSLRobustTypeError, SSLRobustValueError
+from ._checks import (
+    SSLRobustRuntimeError,
+    SSLRobustTypeError,
+    SSLRobustValueError,
+    input_checks_enabled,
+    set_input_checks,
+)
 from .adaptors import LinearClassifier, LinearDepther, LinearSegmenter, TaskModel, fit
 from .attacks import (
     APGD,
@@ -47,6 +53,7 @@ __all__ = [
     "LinearDepther",
     "LinearSegmenter",
     "MeanIoU",
+    "SSLRobustRuntimeError",
     "SSLRobustTypeError",
     "SSLRobustValueError",
     "SegPGD",
@@ -61,10 +68,12 @@ __all__ = [
     "defenses",
     "encoders",
     "fit",
+    "input_checks_enabled",
     "list_datasets",
     "list_encoders",
     "losses",
     "metrics",
+    "set_input_checks",
     "strong_attack",
     "wrap",
 ]

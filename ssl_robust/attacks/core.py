@@ -65,7 +65,8 @@ class AttackResult:
 
     Attributes:
         adversarial: adversarial images, same shape, dtype and device as the input, in [0, 1]
-            and inside the eps-ball around the input.
+            and inside the eps-ball around the input exactly in that dtype (checked in
+            float64, no tolerance; fp16/bf16 values are rounded toward the clean image).
         loss: (B,) the attack loss at the returned images.
         success: (B,) bool, whether the attack succeeded on each sample (e.g. misclassified),
             or None for attacks without a success criterion (EmbedAttack).
@@ -457,6 +458,20 @@ class _Tracker:
         self.steps[idx] += other.steps
 
 
+def _returned(adv: Tensor, clean: Tensor, norm: Norm, eps: float, dtype: torch.dtype) -> Tensor:
+    """The returned images in ``dtype``, inside the ball and [0, 1] exactly.
+
+    The iterates are computed in float32, whose rounding of ``x + δ`` can leave the ball by a
+    few units in the last place; here the perturbation is projected once more in float64 and
+    each value rounded toward the clean image, so ``(adv.double() - x.double())`` satisfies the
+    threat model with no tolerance. Values already inside are unchanged.
+    """
+    if dtype == torch.float64:
+        return adv
+    a, c = adv.double(), clean.double()
+    return _model_input((c + norm.project(a - c, eps)).clamp(0, 1), c, dtype)
+
+
 def _perturbation_grad(loss: Tensor, d: Tensor, step: int) -> Tensor:
     """d(sum of the per-sample losses)/d(perturbation); an error when no gradient reaches it."""
     if not loss.requires_grad:
@@ -632,7 +647,7 @@ def pgd(
         if res.has_success:
             todo = sub[~res.success]
     return AttackResult(
-        adversarial=best.x.to(in_dtype),
+        adversarial=_returned(best.x, images, norm_obj, eps, in_dtype),
         loss=best.loss,
         success=best.success if best.has_success else None,
         steps=best.steps,

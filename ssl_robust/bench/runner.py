@@ -160,7 +160,7 @@ class _Runner:
                 torch.manual_seed(self.spec.seed)
                 enc = create_encoder(
                     entry.registry,
-                    weights=entry.weights,
+                    checkpoint_path=entry.weights,
                     pretrained=entry.pretrained,
                     **entry.options,
                 )
