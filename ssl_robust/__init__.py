@@ -17,7 +17,17 @@ from ._checks import (
     set_input_checks,
 )
 from .adaptors import LinearClassifier, LinearDepther, LinearSegmenter, TaskModel, fit
-from .attacks import PGD, Attack, AttackResult, DepthPGD, EmbedAttack, SegPGD
+from .attacks import (
+    APGD,
+    PGD,
+    Attack,
+    AttackResult,
+    DepthPGD,
+    EmbedAttack,
+    Ensemble,
+    SegPGD,
+    strong_attack,
+)
 from .data import create_dataset, list_datasets
 from .defenses import DeACLConfig, DeACLTrainer
 from .encoders import Encoder, EncoderOutput, VisionTransformer, create_encoder, list_encoders, wrap
@@ -26,6 +36,7 @@ from .metrics import Accuracy, DepthMetrics, MeanIoU
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "APGD",
     "PGD",
     "Accuracy",
     "Attack",
@@ -37,6 +48,7 @@ __all__ = [
     "EmbedAttack",
     "Encoder",
     "EncoderOutput",
+    "Ensemble",
     "LinearClassifier",
     "LinearDepther",
     "LinearSegmenter",
@@ -62,5 +74,6 @@ __all__ = [
     "losses",
     "metrics",
     "set_input_checks",
+    "strong_attack",
     "wrap",
 ]

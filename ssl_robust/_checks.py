@@ -217,6 +217,17 @@ def check_int(name: str, value: object, *, minimum: int = 0) -> int:
     return value
 
 
+def check_loss_fns(loss_fn: object) -> list[Any]:
+    """A loss callback, or a non-empty sequence of them, as a list of callbacks."""
+    fns = [loss_fn] if callable(loss_fn) else loss_fn
+    if not isinstance(fns, (list, tuple)) or not fns or not all(callable(f) for f in fns):
+        raise SSLRobustTypeError(
+            "loss_fn must be a callable loss_fn(x_active, active_idx, step) or a non-empty "
+            f"sequence of them; got {type(loss_fn).__name__}"
+        )
+    return list(fns)
+
+
 def check_positive_float(name: str, value: object, *, allow_zero: bool = False) -> float:
     """Check a finite float option that is > 0 (or >= 0 with ``allow_zero``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,9 @@ class EmbedAttack(Attack):
     or passed as ``target``. Without a target the attack needs its random start (the
     distance has zero gradient at δ = 0): ``random_start=False`` is then refused. There is no
     success criterion, so ``early_stop=True`` is refused too. The examples depend only on the
-    encoder and the images, so one attack serves every downstream head.
+    encoder and the images, so one attack serves every downstream head. With
+    ``schedule="apgd"`` the step size adapts per sample (APGD); the per-sample damage
+    (:meth:`damage`, for :class:`~ssl_robust.attacks.Ensemble`) is the distance itself.
 
     Args:
         encoder: an :class:`~ssl_robust.encoders.Encoder` (returns EncoderOutput) or any
@@ -72,6 +74,8 @@ class EmbedAttack(Attack):
         >>> res.loss.shape, res.success is None
         (torch.Size([2]), True)
     """
+
+    task: ClassVar[str | None] = "embedding"
 
     def __init__(
         self,
@@ -135,6 +139,11 @@ class EmbedAttack(Attack):
 
     def loss(self, output: Any, target: Tensor, step: int) -> Tensor:
         return embedding_distance(self.embed(output), target, self.distance)  # type: ignore[arg-type]
+
+    def damage(self, output: Any, target: Tensor) -> tuple[Tensor, Tensor]:
+        """``(embedding distance to the clean embedding, never broken)`` per sample."""
+        dist = self.loss(output, target, 0)
+        return dist, torch.zeros_like(dist, dtype=torch.bool)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", tokens={self.tokens!r}, distance={self.distance!r}"
