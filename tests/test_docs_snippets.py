@@ -11,12 +11,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # (page, heading whose first python block is a complete program; "" = the page's top)
 RUNNABLE = [
+    ("docs/attacks.md", ""),
+    ("docs/heads.md", ""),
     ("docs/metrics.md", ""),
     ("docs/metrics.md", "## Logging from a user's loop"),
     ("docs/encoders.md", ""),
     ("docs/data.md", "## Transforms: torchvision v2 on `tv_tensors`"),
 ]
-OPENS_WITH_SNIPPET = ("docs/metrics.md", "docs/encoders.md")
+OPENS_WITH_SNIPPET = ("docs/attacks.md", "docs/encoders.md", "docs/heads.md", "docs/metrics.md")
 
 
 def _block_after(page: str, heading: str) -> str:
