@@ -47,7 +47,7 @@ def acc(model, x, y) -> float:
     m = Accuracy()
     with torch.no_grad():
         m.update(model(x), y)
-    return m.compute()
+    return float(m.compute())
 
 
 def main() -> None:

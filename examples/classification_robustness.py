@@ -48,7 +48,7 @@ def accuracy(model: TaskModel, images: torch.Tensor, labels: torch.Tensor) -> fl
     with torch.no_grad():
         for i in range(0, len(images), 64):
             metric.update(model(images[i : i + 64]), labels[i : i + 64])
-    return metric.compute()
+    return float(metric.compute())
 
 
 def main() -> None:

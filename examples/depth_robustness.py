@@ -36,7 +36,7 @@ def evaluate(model: TaskModel, images: torch.Tensor, depth: torch.Tensor) -> dic
     metric = DepthMetrics(max_depth=MAX_DEPTH)
     with torch.no_grad():
         metric.update(model(images), depth)
-    return metric.compute()
+    return {k: float(v) for k, v in metric.compute().items()}
 
 
 def main() -> None:

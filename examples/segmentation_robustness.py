@@ -40,7 +40,7 @@ def evaluate(model: TaskModel, images: torch.Tensor, masks: torch.Tensor) -> tup
     miou.update(logits, masks)
     valid = masks != IGNORE
     acc = float(((logits.argmax(1) == masks) & valid).sum() / valid.sum())
-    return miou.compute(), acc
+    return float(miou.compute()), acc
 
 
 def main() -> None:

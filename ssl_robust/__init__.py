@@ -9,9 +9,25 @@ budgets are on the same [0, 1] scale (eps=8/255). The benchmark runner lives in
 """
 
 from . import adaptors, attacks, data, defenses, encoders, losses, metrics, runtime, tasks
-from ._checks import SSLRobustTypeError, SSLRobustValueError
+from ._checks import (
+    SSLRobustRuntimeError,
+    SSLRobustTypeError,
+    SSLRobustValueError,
+    input_checks_enabled,
+    set_input_checks,
+)
 from .adaptors import LinearClassifier, LinearDepther, LinearSegmenter, TaskModel, fit
-from .attacks import PGD, Attack, AttackResult, DepthPGD, EmbedAttack, SegPGD
+from .attacks import (
+    APGD,
+    PGD,
+    Attack,
+    AttackResult,
+    DepthPGD,
+    EmbedAttack,
+    Ensemble,
+    SegPGD,
+    strong_attack,
+)
 from .data import create_dataset, list_datasets
 from .defenses import DeACLConfig, DeACLTrainer
 from .encoders import Encoder, EncoderOutput, VisionTransformer, create_encoder, list_encoders, wrap
@@ -21,6 +37,7 @@ from .metrics import Accuracy, DepthMetrics, MeanIoU
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "APGD",
     "PGD",
     "Accuracy",
     "Attack",
@@ -32,11 +49,13 @@ __all__ = [
     "EmbedAttack",
     "Encoder",
     "EncoderOutput",
+    "Ensemble",
     "EvalResult",
     "LinearClassifier",
     "LinearDepther",
     "LinearSegmenter",
     "MeanIoU",
+    "SSLRobustRuntimeError",
     "SSLRobustTypeError",
     "SSLRobustValueError",
     "SegPGD",
@@ -52,11 +71,14 @@ __all__ = [
     "encoders",
     "evaluate",
     "fit",
+    "input_checks_enabled",
     "list_datasets",
     "list_encoders",
     "losses",
     "metrics",
     "runtime",
+    "set_input_checks",
+    "strong_attack",
     "tasks",
     "wrap",
 ]

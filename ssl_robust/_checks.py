@@ -7,19 +7,23 @@ a hint. Checks are raised once, at the public entry point.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 __all__ = [
+    "SSLRobustRuntimeError",
     "SSLRobustTypeError",
     "SSLRobustValueError",
     "check_budget",
     "check_choice",
+    "check_device",
     "check_finite_images",
     "check_generator",
     "check_images",
@@ -27,6 +31,11 @@ __all__ = [
     "check_labels",
     "check_no_unknown",
     "check_positive_float",
+    "inner_module",
+    "input_checks",
+    "input_checks_enabled",
+    "set_input_checks",
+    "unwrap_distributed",
 ]
 
 
@@ -36,6 +45,108 @@ class SSLRobustValueError(ValueError):
 
 class SSLRobustTypeError(TypeError):
     """A value has the wrong type (or dtype)."""
+
+
+class SSLRobustRuntimeError(RuntimeError):
+    """A call cannot work in the state it was made in (e.g. no gradient reaches the input)."""
+
+
+# --- the switch for per-forward value checks (finite, in [0, 1]) ---
+# Value checks cost one host sync each. They run once per public call; inside an attack's loop
+# and inside torch.compile they are skipped, and users may turn them off globally.
+_GLOBAL_INPUT_CHECKS = [True]
+_SCOPED_INPUT_CHECKS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "ssl_robust_input_checks", default=True
+)
+
+
+def set_input_checks(enabled: bool) -> None:
+    """Turn the value checks of images (finite, in [0, 1]) on or off for the whole process.
+
+    The checks cost one host-device synchronisation per call. They run once per attack call (not
+    per step) and never inside ``torch.compile``; turn them off when even that matters (e.g. in a
+    tight CUDA loop whose inputs you have validated). Type and shape checks always run.
+
+    Example:
+        >>> import ssl_robust
+        >>> ssl_robust.set_input_checks(False)
+        >>> ssl_robust.input_checks_enabled()
+        False
+        >>> ssl_robust.set_input_checks(True)
+    """
+    if not isinstance(enabled, bool):
+        raise SSLRobustTypeError(f"enabled must be a bool; got {type(enabled).__name__}")
+    _GLOBAL_INPUT_CHECKS[0] = enabled
+
+
+def input_checks_enabled() -> bool:
+    """Whether image value checks run here (global switch, attack scope, torch.compile)."""
+    if torch.compiler.is_compiling():
+        return False
+    return _GLOBAL_INPUT_CHECKS[0] and _SCOPED_INPUT_CHECKS.get()
+
+
+@contextlib.contextmanager
+def input_checks(enabled: bool) -> Iterator[None]:
+    """Turn the image value checks on or off inside a ``with`` block (this thread/task only).
+
+    The attacks use ``input_checks(False)`` around their loop after checking the images once.
+    """
+    token = _SCOPED_INPUT_CHECKS.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _SCOPED_INPUT_CHECKS.reset(token)
+
+
+# --- models as users pass them (compiled, DDP/DataParallel-wrapped) ---
+def inner_module(model: Any) -> Any:
+    """The module under ``torch.compile`` and ``DistributedDataParallel``/``DataParallel``.
+
+    Type checks (``isinstance(model, Encoder)``) look at this; the wrapper itself keeps
+    running the forward.
+    """
+    seen = 0
+    while seen < 8:
+        seen += 1
+        orig = getattr(model, "_orig_mod", None)
+        if isinstance(model, torch.nn.Module) and isinstance(orig, torch.nn.Module):
+            model = orig  # torch.compile's OptimizedModule
+        elif isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            model = model.module
+        else:
+            break
+    return model
+
+
+def unwrap_distributed(model: Any) -> Any:
+    """``model`` without a ``DistributedDataParallel`` wrapper (kept as is otherwise).
+
+    An attack needs no gradient synchronisation, and DDP's forward would run collectives
+    (buffer broadcasts) whose count differs between ranks once samples stop early: attacks
+    run the wrapped module directly.
+    """
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return model.module
+    return model
+
+
+def check_device(model: object, images: Tensor, *, what: str = "the model") -> None:
+    """Check that the parameters (else buffers) of an ``nn.Module`` live on the images' device.
+
+    DataParallel scatters its inputs itself and is not checked; callables are not checked.
+    """
+    if not isinstance(model, torch.nn.Module) or isinstance(model, torch.nn.DataParallel):
+        return
+    tensor: Tensor | None = next(model.parameters(), None)
+    if tensor is None:
+        tensor = next(model.buffers(), None)
+    if tensor is None or tensor.device == images.device:
+        return
+    raise SSLRobustValueError(
+        f"{what} is on {tensor.device} but the images are on {images.device}; move one of "
+        f"them, e.g. images.to({str(tensor.device)!r}) or model.to({str(images.device)!r})"
+    )
 
 
 # Names used by other attack libraries, mapped to ours, for the "unknown keyword" hint.
@@ -104,6 +215,17 @@ def check_int(name: str, value: object, *, minimum: int = 0) -> int:
     if value < minimum:
         raise SSLRobustValueError(f"{name} must be >= {minimum}; got {value}")
     return value
+
+
+def check_loss_fns(loss_fn: object) -> list[Any]:
+    """A loss callback, or a non-empty sequence of them, as a list of callbacks."""
+    fns = [loss_fn] if callable(loss_fn) else loss_fn
+    if not isinstance(fns, (list, tuple)) or not fns or not all(callable(f) for f in fns):
+        raise SSLRobustTypeError(
+            "loss_fn must be a callable loss_fn(x_active, active_idx, step) or a non-empty "
+            f"sequence of them; got {type(loss_fn).__name__}"
+        )
+    return list(fns)
 
 
 def check_positive_float(name: str, value: object, *, allow_zero: bool = False) -> float:
@@ -198,8 +320,12 @@ def check_image_tensor(
 
 
 def check_finite_images(images: Tensor, *, name: str = "images") -> None:
-    """Check that the values of an image batch are finite and lie in [0, 1] (one host sync)."""
-    if images.numel() == 0:
+    """Check that the values of an image batch are finite and lie in [0, 1] (one host sync).
+
+    Skipped where :func:`input_checks_enabled` is False (inside an attack's loop, under
+    ``torch.compile``, or after ``set_input_checks(False)``).
+    """
+    if images.numel() == 0 or not input_checks_enabled():
         return
     lo, hi = torch.aminmax(images.detach())
     lo_v, hi_v = float(lo), float(hi)

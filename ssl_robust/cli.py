@@ -4,11 +4,16 @@ Commands:
     bench   run the benchmark (the embedded default without --config)
     deacl   DeACL robust fine-tuning of one encoder from a TOML config
     report  re-render tables and figures from an output directory's results.json
+    list    the registered encoders and datasets
+
+Errors the user can fix (a bad config, a missing file, a failed download, a missing optional
+package) print one line on stderr and exit with code 2; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -118,7 +123,7 @@ def _deacl(args: argparse.Namespace) -> int:
             f"({world}): it is the global batch, split evenly"
         )
     student = create_encoder(
-        enc.registry, weights=enc.weights, pretrained=enc.pretrained, **enc.options
+        enc.registry, checkpoint_path=enc.weights, pretrained=enc.pretrained, **enc.options
     ).to(device)
     dataset = open_images(
         data.dataset,
@@ -155,7 +160,7 @@ def _deacl(args: argparse.Namespace) -> int:
         )
     print(
         f"wrote {exported}: load it with "
-        f"create_encoder({enc.registry!r}, weights={str(exported)!r})"
+        f"create_encoder({enc.registry!r}, checkpoint_path={str(exported)!r})"
     )
     return 0
 
@@ -168,6 +173,34 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list(args: argparse.Namespace) -> int:
+    from .data import list_datasets
+    from .encoders import encoder_spec, list_encoders
+
+    print("encoders (create_encoder(name), [encoder] registry = name):")
+    names = list_encoders()
+    width = max(len(n) for n in names) + 2
+    for name in names:
+        spec = encoder_spec(name)
+        weights = "bundled" if spec.bundled else ("download" if spec.url else "random init")
+        print(f"  {name:<{width}}{spec.description} [weights: {weights}]")
+    for prefix, module, what in (
+        ("timm/<model name>", "timm", "any timm ViT, e.g. timm/vit_small_patch14_dinov2.lvd142m"),
+        (
+            "hf/<repo id>",
+            "transformers",
+            "Hugging Face DINO / DINOv2, e.g. hf/facebook/dinov2-small",
+        ),
+    ):
+        installed = importlib.util.find_spec(module) is not None
+        state = "installed" if installed else f"needs pip install ssl-robust[{module}]"
+        print(f"  {prefix:<{width}}{what} [{state}]")
+    print("datasets (create_dataset(name, root, split)):")
+    for name in list_datasets():
+        print(f"  {name}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ssl-robust",
@@ -175,6 +208,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"ssl-robust {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    p.add_argument(
+        "--debug", action="store_true", help="show the full traceback of errors (and DEBUG logs)"
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser(
@@ -227,24 +263,54 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("dir", help="a benchmark output directory")
     r.set_defaults(func=_report)
+
+    ls = sub.add_parser(
+        "list",
+        help="print the registered encoders and datasets",
+        description="Print the names create_encoder and create_dataset accept (and the "
+        "timm/ and hf/ name schemes, with whether those packages are installed).",
+    )
+    ls.set_defaults(func=_list)
     return p
 
 
+# Errors a user can fix without reading code: a bad value or config, a missing file, a failed
+# download (WeightsDownloadError is an OSError), a missing optional package.
+_USER_ERRORS = (
+    _checks.SSLRobustValueError,
+    _checks.SSLRobustTypeError,
+    OSError,
+    ImportError,
+)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``ssl-robust`` console script."""
+    """Entry point of the ``ssl-robust`` console script.
+
+    Returns the exit code: 0 on success, 2 for errors the user can fix (one line on stderr,
+    the traceback only with ``--debug``), 130 when interrupted.
+    """
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s: %(message)s",
-    )
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
     try:
         code: int = args.func(args)
-    except (
-        _checks.SSLRobustValueError,
-        _checks.SSLRobustTypeError,
-        FileNotFoundError,
-        ModuleNotFoundError,
-    ) as exc:
-        print(f"ssl-robust {args.command}: error: {exc}", file=sys.stderr)
+    except _USER_ERRORS as exc:
+        if args.debug:
+            raise
+        print(
+            f"ssl-robust {args.command}: error: {_one_line(exc)} (--debug shows the traceback)",
+            file=sys.stderr,
+        )
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"ssl-robust {args.command}: interrupted", file=sys.stderr)
+        return 130
     return code

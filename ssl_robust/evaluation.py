@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 AttackLike = Attack | Callable[[nn.Module], Attack]
-MetricLike = Metric | Callable[[], Metric]
+MetricLike = Metric[Any] | Callable[[], Metric[Any]]
 
 
 @dataclass
@@ -92,7 +92,9 @@ class SeededStart(Norm):
 
     Wraps a :class:`~ssl_robust.attacks.Norm` (same ``step``/``project``); ``random_init``
     draws sample ``i``'s start with ``torch.Generator().manual_seed(seeds[i])``, so a sample
-    gets the same start whatever batch (or rank) it falls in.
+    gets the same start whatever batch (or rank) it falls in. With ``restarts > 1`` the later
+    restarts run on the samples still unbroken, which this object cannot identify: their starts
+    are seeded from the whole batch (deterministic, but they depend on the batch composition).
 
     Example:
         >>> import torch
@@ -108,19 +110,25 @@ class SeededStart(Norm):
         self.base = base
         self.name = base.name
         self.seeds = list(seeds)
+        self.calls = 0
 
     def random_init(self, like: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
+        self.calls += 1
+        salt = 0 if self.calls == 1 else self.calls * 0x9E3779B97F4A7C15
         if like.shape[0] != len(self.seeds):
-            raise _checks.SSLRobustValueError(
-                f"SeededStart holds {len(self.seeds)} seeds for a batch of {like.shape[0]}"
-            )
+            # A restart on the samples left (restarts > 1): which ones is not known here, so
+            # this start depends on the batch's composition (still seeded, deterministic).
+            mixed = hash((tuple(self.seeds), self.calls, like.shape[0])) & ((1 << 63) - 1)
+            return self.base.random_init(like, eps, torch.Generator().manual_seed(mixed))
         parts = [
-            self.base.random_init(like[i : i + 1], eps, torch.Generator().manual_seed(s))
+            self.base.random_init(
+                like[i : i + 1], eps, torch.Generator().manual_seed((s ^ salt) & ((1 << 63) - 1))
+            )
             for i, s in enumerate(self.seeds)
         ]
         return torch.cat(parts) if parts else torch.zeros_like(like)
 
-    def step(self, delta: Tensor, grad: Tensor, step_size: float) -> Tensor:
+    def step(self, delta: Tensor, grad: Tensor, step_size: float | Tensor) -> Tensor:
         return self.base.step(delta, grad, step_size)
 
     def project(self, delta: Tensor, eps: float) -> Tensor:
@@ -230,7 +238,7 @@ class _Keeper:
             self.store.setdefault(key, []).append((transform(rows) if transform else rows).cpu())
 
 
-def _new_metric(metric: MetricLike | None, spec: TaskSpec, info: DatasetInfo) -> Metric:
+def _new_metric(metric: MetricLike | None, spec: TaskSpec, info: DatasetInfo) -> Metric[Any]:
     if metric is None:
         m = spec.make_metric(info)
     elif isinstance(metric, Metric):

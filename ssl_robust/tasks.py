@@ -102,7 +102,7 @@ class TaskSpec:
     table: int
     make_head: Callable[..., Adaptor]
     make_attack: Callable[..., Attack]
-    make_metric: Callable[[DatasetInfo], Metric]
+    make_metric: Callable[[DatasetInfo], Metric[Any]]
     headline: Callable[[Any], float]
     loss: Callable[[Tensor, Tensor, nn.Module, int], Tensor]
     check_target: Callable[[Any, Tensor, nn.Module, int], Tensor]

@@ -12,8 +12,37 @@ import pytest
 import ssl_robust
 
 PUBLIC = {
-    "ssl_robust.attacks": ["Attack", "AttackResult", "PGD", "EmbedAttack", "pgd"],
-    "ssl_robust.attacks.core": ["pgd", "AttackResult", "Linf", "L2", "Norm"],
+    "ssl_robust.attacks": [
+        "Attack",
+        "AttackResult",
+        "PGD",
+        "APGD",
+        "EmbedAttack",
+        "Ensemble",
+        "EnsembleResult",
+        "strong_attack",
+        "pgd",
+    ],
+    "ssl_robust.losses": [
+        "dlr_loss",
+        "targeted_dlr_loss",
+        "logit_margin",
+        "sea_loss",
+        "SEGMENTATION_LOSSES",
+        "l1_log_loss",
+    ],
+    "ssl_robust": ["APGD", "Ensemble", "strong_attack"],
+    "ssl_robust.attacks.core": [
+        "pgd",
+        "AttackResult",
+        "Linf",
+        "L2",
+        "Norm",
+        "Schedule",
+        "FixedStep",
+        "APGDStep",
+        "SCHEDULES",
+    ],
     "ssl_robust.encoders": ["EncoderOutput", "Encoder", "VisionTransformer"],
     "ssl_robust.adaptors": ["LinearClassifier", "TaskModel"],
     "ssl_robust.metrics": ["Accuracy"],
@@ -46,6 +75,8 @@ def test_attack_signatures_follow_the_contract():
         "select": "best",
         "generator": None,
         "eval_mode": True,
+        "schedule": "fixed",
+        "restarts": 1,
     }
     assert inspect.signature(PGD.__init__).parameters["targeted"].default is False
     emb = inspect.signature(EmbedAttack.__init__).parameters
@@ -61,6 +92,8 @@ def test_attack_signatures_follow_the_contract():
         "early_stop",
         "select",
         "generator",
+        "schedule",
+        "restarts",
     }
     from ssl_robust.attacks import AttackResult
 

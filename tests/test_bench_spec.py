@@ -263,7 +263,7 @@ def test_cli_deacl_fine_tunes_and_exports_loadable_weights(tmp_path, capsys):
     assert main(["deacl", "--config", str(cfg), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "epoch=1" in out and "create_encoder('vit_test'" in out
-    enc = create_encoder("vit_test", weights=tmp_path / "run" / "student.pt")
+    enc = create_encoder("vit_test", checkpoint_path=tmp_path / "run" / "student.pt")
     assert enc(torch.rand(1, 3, 16, 16)).cls.shape == (1, 32)
     assert (tmp_path / "run" / "deacl_checkpoint.pt").exists()
     bad = _write(tmp_path, DEACL_TOML.format(out=tmp_path / "r2").replace("steps = 1", "stepz = 1"))

@@ -249,14 +249,25 @@ def test_inference_mode_is_refused_with_a_message():
     assert res.adversarial.shape == x.shape
 
 
-def test_constant_loss_gives_no_perturbation_and_no_nan():
+def test_loss_without_graph_is_an_error_not_a_zero_step():
     x, _ = _data()
 
     def loss_fn(xa, idx, step):
         return torch.zeros(xa.shape[0], dtype=xa.dtype), None
 
-    res = pgd(loss_fn, x, eps=8 / 255, step_size=2 / 255, steps=4, random_start=False)
-    assert torch.equal(res.adversarial, x)
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        pgd(loss_fn, x, eps=8 / 255, step_size=2 / 255, steps=4, random_start=False)
+    w = torch.ones(8, 3, 8, 8, dtype=x.dtype, requires_grad=True)  # a graph, but not to x
+
+    def unused(xa, idx, step):
+        return (w[idx] * 2).flatten(1).sum(1), None
+
+    with pytest.raises(RuntimeError, match="does not depend on the input images"):
+        pgd(unused, x, eps=8 / 255, step_size=2 / 255, steps=1, random_start=False)
+
+
+def test_nan_gradient_gives_finite_images():
+    x, _ = _data()
 
     def nan_grad(xa, idx, step):  # sqrt at 0 has an infinite/NaN gradient
         return (xa - xa.detach()).flatten(1).abs().sqrt().sum(1) * float("nan"), None

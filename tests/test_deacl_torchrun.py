@@ -41,7 +41,7 @@ def test_two_ranks_split_the_global_batch_and_rank0_exports(tmp_path) -> None:
     proc = _torchrun(tmp_path, 8, 29531)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("epoch=1") == 1  # only rank 0 reports and writes
-    enc = create_encoder("vit_test", weights=tmp_path / "run8" / "student.pt")
+    enc = create_encoder("vit_test", checkpoint_path=tmp_path / "run8" / "student.pt")
     assert enc(torch.rand(1, 3, 16, 16)).cls.shape == (1, 32)
 
 

@@ -30,7 +30,7 @@ def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 def test_released_state_dict_round_trip(tmp_path: Path) -> None:
     ref = create_encoder("vit_test")
     torch.save(ref.state_dict(), tmp_path / "w.pth")
-    enc = create_encoder("vit_test", weights=tmp_path / "w.pth")
+    enc = create_encoder("vit_test", checkpoint_path=tmp_path / "w.pth")
     assert _same(ref, enc)
     assert not enc.training
     assert all(p.requires_grad and p.device.type == "cpu" for p in enc.parameters())
@@ -55,10 +55,10 @@ def test_dino_training_checkpoint_uses_teacher(tmp_path: Path) -> None:
         "dino_loss": {"center": torch.zeros(1, 4)},
     }  # fmt: skip
     torch.save(ckpt, tmp_path / "checkpoint.pth")
-    enc = create_encoder("vit_test", weights=str(tmp_path / "checkpoint.pth"))
+    enc = create_encoder("vit_test", checkpoint_path=str(tmp_path / "checkpoint.pth"))
     torch.manual_seed(0)
     assert _same(create_encoder("vit_test"), enc)
-    assert not _same(create_encoder("vit_test", weights=None), create_encoder("vit_test"))
+    assert not _same(create_encoder("vit_test", checkpoint_path=None), create_encoder("vit_test"))
 
 
 def test_wrong_architecture_names_keys_and_shapes(tmp_path: Path) -> None:
@@ -68,7 +68,7 @@ def test_wrong_architecture_names_keys_and_shapes(tmp_path: Path) -> None:
     del sd["norm.weight"]
     torch.save(sd, tmp_path / "w.pth")
     with pytest.raises(ValueError) as info:
-        create_encoder("vit_test", weights=tmp_path / "w.pth")
+        create_encoder("vit_test", checkpoint_path=tmp_path / "w.pth")
     msg = str(info.value)
     assert "missing keys (1): norm.weight" in msg
     assert "unexpected keys (1): register_tokens" in msg
@@ -79,18 +79,20 @@ def test_wrong_architecture_names_keys_and_shapes(tmp_path: Path) -> None:
 def test_v1_checkpoint_into_dinov2_model_refused(tmp_path: Path) -> None:
     torch.save(_sd(), tmp_path / "w.pth")
     with pytest.raises(ValueError, match=r"missing keys .*mask_token"):
-        create_encoder("vit_test", weights=tmp_path / "w.pth", layerscale=1.0, mask_token=True)
+        create_encoder(
+            "vit_test", checkpoint_path=tmp_path / "w.pth", layerscale=1.0, mask_token=True
+        )
 
 
 def test_missing_file() -> None:
     with pytest.raises(FileNotFoundError, match=r"checkpoint file not found: '/nonexistent\.pth'"):
-        create_encoder("vit_test", weights="/nonexistent.pth")
+        create_encoder("vit_test", checkpoint_path="/nonexistent.pth")
 
 
 def test_corrupt_file(tmp_path: Path) -> None:
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint at all" * 10)
     with pytest.raises(ValueError, match="corrupt or not a torch checkpoint"):
-        create_encoder("vit_test", weights=tmp_path / "bad.pth")
+        create_encoder("vit_test", checkpoint_path=tmp_path / "bad.pth")
 
 
 def test_truncated_file(tmp_path: Path) -> None:
@@ -98,7 +100,7 @@ def test_truncated_file(tmp_path: Path) -> None:
     data = (tmp_path / "w.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="could not read checkpoint"):
-        create_encoder("vit_test", weights=tmp_path / "cut.pth")
+        create_encoder("vit_test", checkpoint_path=tmp_path / "cut.pth")
 
 
 class _Custom:
@@ -108,7 +110,7 @@ class _Custom:
 def test_arbitrary_pickled_objects_refused(tmp_path: Path) -> None:
     torch.save({"model": _sd(), "extra": _Custom()}, tmp_path / "w.pth")
     with pytest.raises(ValueError, match="weights_only=True"):
-        create_encoder("vit_test", weights=tmp_path / "w.pth")
+        create_encoder("vit_test", checkpoint_path=tmp_path / "w.pth")
 
 
 def test_file_without_state_dict(tmp_path: Path) -> None:
@@ -119,7 +121,7 @@ def test_file_without_state_dict(tmp_path: Path) -> None:
 
 def test_weights_and_pretrained_exclusive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not both"):
-        create_encoder("dino_vits16", weights=tmp_path / "w.pth", pretrained=True)
+        create_encoder("dino_vits16", checkpoint_path=tmp_path / "w.pth", pretrained=True)
 
 
 def test_pretrained_offline_says_how_to_pass_weights(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,7 +130,7 @@ def test_pretrained_offline_says_how_to_pass_weights(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(
-        WeightsDownloadError, match=r"weights='/path/to/dino_deitsmall16_pretrain.pth'"
+        WeightsDownloadError, match=r"checkpoint_path='/path/to/dino_deitsmall16_pretrain.pth'"
     ):
         create_encoder("dino_vits16", pretrained=True)
 

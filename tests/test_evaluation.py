@@ -162,3 +162,21 @@ def test_the_docs_snippets_run() -> None:
         namespace: dict[str, object] = {}
         exec(compile(code, "docs snippet", "exec"), namespace)
     assert namespace["model"] is not None
+
+
+def test_restarts_run_and_stay_deterministic() -> None:
+    from ssl_robust.attacks import PGD
+
+    torch.manual_seed(0)
+    enc = VisionTransformer(img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2).eval()
+    data = create_dataset("shapes", split="val", size=8, image_size=16)
+    model = TaskModel(enc, get_task("classification").make_head(16, data.info)).eval()
+
+    def run():
+        attacks = {"pgd": lambda m: PGD(m, steps=2, restarts=3)}
+        return evaluate(model, DataLoader(data, batch_size=4), attacks=attacks, keep=8)
+
+    a, b = run(), run()
+    assert a.headline == b.headline
+    assert torch.equal(a.kept["model"]["adv/pgd"], b.kept["model"]["adv/pgd"])
+    assert a.headline["model"]["pgd"] <= a.headline["model"]["clean"]

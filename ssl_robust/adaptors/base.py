@@ -37,8 +37,10 @@ class TaskModel(nn.Module):
     heads return outputs at the input resolution.
 
     Args:
-        encoder: an :class:`~ssl_robust.encoders.Encoder`.
-        adaptor: a head such as :class:`~ssl_robust.adaptors.LinearClassifier`.
+        encoder: an :class:`~ssl_robust.encoders.Encoder`, also ``torch.compile``-d or wrapped
+            in ``DistributedDataParallel``/``DataParallel`` (the wrapper runs the forward).
+        adaptor: a head such as :class:`~ssl_robust.adaptors.LinearClassifier` (also compiled
+            or wrapped).
 
     Example:
         >>> import torch
@@ -50,25 +52,33 @@ class TaskModel(nn.Module):
         torch.Size([2, 10])
     """
 
-    def __init__(self, encoder: Encoder, adaptor: Adaptor) -> None:
+    def __init__(self, encoder: Encoder | nn.Module, adaptor: Adaptor | nn.Module) -> None:
         super().__init__()
-        if not isinstance(encoder, Encoder):
+        inner_encoder = _checks.inner_module(encoder)
+        inner_adaptor = _checks.inner_module(adaptor)
+        if not isinstance(inner_encoder, Encoder):
             raise _checks.SSLRobustTypeError(
-                f"encoder must be an ssl_robust Encoder; got {type(encoder).__name__} — wrap "
-                "your model with ssl_robust.encoders.wrap(model)"
+                f"encoder must be an ssl_robust Encoder (or a compiled / DDP-wrapped one); got "
+                f"{type(inner_encoder).__name__} — wrap your model with "
+                "ssl_robust.encoders.wrap(model)"
             )
-        if not isinstance(adaptor, Adaptor):
+        if not isinstance(inner_adaptor, Adaptor):
             raise _checks.SSLRobustTypeError(
-                f"adaptor must be an ssl_robust Adaptor; got {type(adaptor).__name__}"
+                f"adaptor must be an ssl_robust Adaptor; got {type(inner_adaptor).__name__}"
             )
-        in_dim = getattr(adaptor, "embed_dim", None)
-        if in_dim is not None and in_dim != encoder.embed_dim:
+        in_dim = getattr(inner_adaptor, "embed_dim", None)
+        if in_dim is not None and in_dim != inner_encoder.embed_dim:
             raise _checks.SSLRobustValueError(
                 f"the adaptor expects embeddings of width {in_dim} but the encoder produces "
-                f"{encoder.embed_dim}"
+                f"{inner_encoder.embed_dim}"
             )
-        self.encoder = encoder
-        self.adaptor = adaptor
+        self.encoder: Encoder = encoder  # type: ignore[assignment]
+        self.adaptor: Adaptor = adaptor  # type: ignore[assignment]
+
+    @property
+    def task(self) -> str:
+        """The head's task (``"classification"``, ``"segmentation"`` or ``"depth"``)."""
+        return str(getattr(_checks.inner_module(self.adaptor), "task", ""))
 
     def forward(self, images: Tensor) -> Tensor:
         features = self.encoder(images)

@@ -77,8 +77,25 @@ def _crop(
     return images[bi, :, rows, cols].permute(0, 3, 1, 2), target[bi, rows, cols]
 
 
+def _ddp_group(model: object) -> Any:
+    """The process group of a DistributedDataParallel wrapper (outermost), else None."""
+    inner = getattr(model, "_orig_mod", model)
+    if isinstance(inner, torch.nn.parallel.DistributedDataParallel):
+        return inner.process_group
+    return None
+
+
+def _average_grads(params: list[torch.nn.Parameter], group: Any) -> None:
+    """Average the gradients of ``params`` over ``group`` (what DDP does for the head)."""
+    world = torch.distributed.get_world_size(group)
+    for p in params:
+        if p.grad is not None:
+            torch.distributed.all_reduce(p.grad, group=group)
+            p.grad.div_(world)
+
+
 def fit(
-    task_model: TaskModel,
+    task_model: TaskModel | torch.nn.Module,
     loader: Iterable[Any] | torch.utils.data.Dataset[Any],
     *,
     preset: Task | None = None,
@@ -116,7 +133,10 @@ def fit(
     =============== ======= ====== ====== ====== ===== ==========================
 
     Args:
-        task_model: ``TaskModel(encoder, head)``; the head's ``task`` picks the loss.
+        task_model: ``TaskModel(encoder, head)``; the head's ``task`` picks the loss. It may
+            be ``torch.compile``-d or wrapped in ``DistributedDataParallel`` (the head's
+            gradients are then averaged over the DDP process group, so every rank keeps the
+            same head) or ``DataParallel``.
         loader: re-iterable source of batches (a DataLoader, a list): ``(images, target)``
             pairs, or dict batches of :class:`~ssl_robust.data.Sample` s (a DataLoader over
             :func:`~ssl_robust.data.create_dataset`), whose target is the task's key
@@ -159,11 +179,15 @@ def fit(
         >>> len(hist["loss"]), model.training
         (2, False)
     """
+    # A DDP-wrapped TaskModel: the head's gradients are averaged over its process group.
+    ddp_group = _ddp_group(task_model)
+    task_model = _checks.inner_module(task_model)
     if not isinstance(task_model, TaskModel):
         raise _checks.SSLRobustTypeError(
-            f"fit needs a TaskModel(encoder, head); got {type(task_model).__name__}"
+            f"fit needs a TaskModel(encoder, head) (also compiled or DDP-wrapped); got "
+            f"{type(task_model).__name__}"
         )
-    task = str(getattr(task_model.adaptor, "task", ""))
+    task = task_model.task
     if preset is None:
         preset = task  # type: ignore[assignment]
     name = _checks.check_choice("preset", preset, tuple(PRESETS))
@@ -270,6 +294,8 @@ def fit(
                 loss = spec.loss(out, target, head, ignore_index)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]
+                if ddp_group is not None:
+                    _average_grads(params, ddp_group)
                 opt.step()
                 total += float(loss.detach())
                 batches += 1

@@ -4,24 +4,30 @@
 """
 
 from .base import Attack, AttackOptions
-from .classification import PGD
+from .classification import APGD, PGD
 from .core import L2, NORMS, AttackResult, Linf, Norm, pgd
 from .depth import DepthPGD
 from .embed import EmbedAttack, embedding_distance
+from .ensemble import STRONG_TASKS, Ensemble, EnsembleResult, strong_attack
 from .segmentation import SegPGD
 
 __all__ = [
+    "APGD",
     "L2",
     "NORMS",
     "PGD",
+    "STRONG_TASKS",
     "Attack",
     "AttackOptions",
     "AttackResult",
     "DepthPGD",
     "EmbedAttack",
+    "Ensemble",
+    "EnsembleResult",
     "Linf",
     "Norm",
     "SegPGD",
     "embedding_distance",
     "pgd",
+    "strong_attack",
 ]

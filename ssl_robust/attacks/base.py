@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -13,9 +13,9 @@ from typing_extensions import TypedDict
 
 from .. import _checks
 from ..encoders.base import EncoderOutput
-from .core import NORMS, AttackResult, pgd
+from .core import NORMS, SCHEDULES, AttackResult, LossFn, pgd
 
-__all__ = ["Attack", "AttackOptions", "preserved_state"]
+__all__ = ["Attack", "AttackOptions", "model_output", "preserved_state"]
 
 
 class AttackOptions(TypedDict, total=False):
@@ -30,6 +30,8 @@ class AttackOptions(TypedDict, total=False):
     select: Literal["best", "last"]
     generator: torch.Generator | None
     eval_mode: bool
+    schedule: Literal["fixed", "apgd"]
+    restarts: int
 
 
 @contextmanager
@@ -72,6 +74,24 @@ def preserved_state(model: object, *, eval_mode: bool, device: torch.device) -> 
             torch.cuda.set_rng_state(cuda_rng, device)
 
 
+def model_output(raw: Any) -> Any:
+    """What the losses see of a model's output, in at least float32.
+
+    Tensors and :class:`~ssl_robust.encoders.EncoderOutput` pass through; an output object
+    with a ``logits`` tensor (Hugging Face ``ModelOutput``, a dict) gives its logits. fp16/bf16
+    values (autocast, half models) are upcast so every attack loss is computed in float32.
+    """
+    if not isinstance(raw, (Tensor, EncoderOutput)):
+        logits = raw.get("logits") if isinstance(raw, Mapping) else getattr(raw, "logits", None)
+        if isinstance(logits, Tensor):
+            raw = logits
+    if isinstance(raw, Tensor):
+        return raw.float() if raw.is_floating_point() and raw.dtype.itemsize < 4 else raw
+    if isinstance(raw, EncoderOutput) and raw.cls.dtype.itemsize < 4:
+        return EncoderOutput(raw.cls.float(), raw.patches.float(), raw.grid)
+    return raw
+
+
 def _select(target: Any, idx: Tensor, batch: int) -> Any:
     """The rows ``idx`` of a per-sample target (tensor, EncoderOutput, tuple or None)."""
     if target is None or idx.numel() == batch:
@@ -101,9 +121,13 @@ class Attack:
     Subclasses define :meth:`loss` and, where the attack has them, :meth:`success` (per-sample
     success criterion, enables ``early_stop`` and success-first best-iterate selection),
     :meth:`score` (what ``select="best"`` maximizes, the loss by default) and
-    :meth:`prepare_target` (checks and precomputation of the target). ``__call__`` and
-    :meth:`run` are never overridden: they check the inputs, freeze the model (eval mode,
-    ``requires_grad=False``), run :func:`~ssl_robust.attacks.core.pgd` and restore the model.
+    :meth:`prepare_target` (checks and precomputation of the target). An attack that gets all
+    three from one computation overrides :meth:`evaluate` instead. :meth:`damage` (the task's
+    per-sample criterion) makes an attack usable in an :class:`~ssl_robust.attacks.Ensemble`;
+    :meth:`restart_targets` gives one target per objective (APGD-T's target classes).
+    ``__call__`` and :meth:`run` are never overridden: they check the inputs, freeze the model
+    (eval mode, ``requires_grad=False``), run :func:`~ssl_robust.attacks.core.pgd` and restore
+    the model.
 
     The model is held by reference, not as a submodule, and no state survives between calls.
 
@@ -119,7 +143,14 @@ class Attack:
         select: ``"best"`` (first successful or highest-loss iterate per sample) or ``"last"``.
         generator: random source of the start; the global RNG is never used.
         eval_mode: run the model in eval mode during the attack (its modes are restored after).
+        schedule: ``"fixed"`` (the paper's PGD, fixed ``step_size``) or ``"apgd"`` (APGD's
+            per-sample step-size control with momentum; first step 2·eps, ``step_size`` unused).
+        restarts: runs from fresh random starts (>= 1); later runs only on the samples not yet
+            successful, each sample keeping its worst case.
     """
+
+    #: The task whose per-sample criterion :meth:`damage` measures (None: not for ensembles).
+    task: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -134,6 +165,8 @@ class Attack:
         select: Literal["best", "last"] = "best",
         generator: torch.Generator | None = None,
         eval_mode: bool = True,
+        schedule: Literal["fixed", "apgd"] = "fixed",
+        restarts: int = 1,
         **unknown: Any,
     ) -> None:
         _checks.check_no_unknown(unknown, _options_of(type(self)), where=type(self).__name__)
@@ -149,8 +182,17 @@ class Attack:
         self.select = _checks.check_choice("select", select, ("best", "last"))
         self.random_start = bool(random_start)
         self.early_stop = bool(early_stop)
+        if self.early_stop and type(self).success is Attack.success:
+            raise _checks.SSLRobustValueError(
+                f"early_stop=True cannot have an effect on {type(self).__name__}: it has no "
+                "per-sample success criterion, so no sample is ever done and every step runs "
+                "anyway; drop early_stop (it only exists for attacks that succeed, e.g. PGD "
+                "and SegPGD)"
+            )
         self.generator = _checks.check_generator(generator)
         self.eval_mode = bool(eval_mode)
+        self.schedule = _checks.check_choice("schedule", schedule, tuple(SCHEDULES))
+        self.restarts = _checks.check_int("restarts", restarts, minimum=1)
 
     # ----------------------------------------------------------------- subclass hooks
     def loss(self, output: Any, target: Any, step: int) -> Tensor:
@@ -164,6 +206,36 @@ class Attack:
     def score(self, output: Any, target: Any) -> Tensor | None:
         """What ``select="best"`` maximizes per sample; None means the loss."""
         return None
+
+    def evaluate(
+        self, output: Any, target: Any, step: int
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """``(loss, success, score)`` of one forward; by default :meth:`loss`, :meth:`success`
+        and :meth:`score`. Override it when the three share work (one pass over the output)."""
+        return (
+            self.loss(output, target, step),
+            self.success(output, target),
+            self.score(output, target),
+        )
+
+    def damage(self, output: Any, target: Any) -> tuple[Tensor, Tensor]:
+        """The task's per-sample criterion: ``(damage, broken)``, both (B,).
+
+        ``damage`` grows as the attack hurts the sample more (comparable across the attacks of
+        one task); ``broken`` marks samples at the worst possible outcome, which an ensemble
+        does not attack again. Attacks without it cannot join an ensemble.
+        """
+        raise _checks.SSLRobustTypeError(
+            f"{type(self).__name__} defines no per-sample damage criterion, so it cannot be "
+            "part of an Ensemble"
+        )
+
+    def restart_targets(self, target: Any) -> list[Any]:
+        """The prepared targets of the successive objectives, each run ``restarts`` times.
+
+        One by default; APGD-T returns one per target class.
+        """
+        return [target]
 
     def prepare_target(self, images: Tensor, target: Any) -> Any:
         """Check (and precompute) the target once per call; runs with the model frozen."""
@@ -182,29 +254,33 @@ class Attack:
                 subclass.
         """
         _checks.check_image_tensor(images)
+        model = _checks.unwrap_distributed(self.model)
+        _checks.check_device(model, images)
         device = images.device
         batch = images.shape[0]
-        with preserved_state(self.model, eval_mode=self.eval_mode, device=device):
-            target = self.prepare_target(images, target)
+        with preserved_state(model, eval_mode=self.eval_mode, device=device):
+            with _checks.input_checks(False):  # pgd() checks the values once
+                target = self.prepare_target(images, target)
             checked = False
 
-            def loss_fn(
-                x: Tensor, idx: Tensor, step: int
-            ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-                nonlocal checked
-                output = self.model(x)
-                tgt = _select(target, idx, batch)
-                if not checked:
-                    self.check_output(output, tgt)
-                    checked = True
-                return (
-                    self.loss(output, tgt, step),
-                    self.success(output, tgt),
-                    self.score(output, tgt),
-                )
+            def objective(prepared: Any) -> LossFn:
+                def loss_fn(
+                    x: Tensor, idx: Tensor, step: int
+                ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+                    nonlocal checked
+                    output = model_output(model(x))
+                    tgt = _select(prepared, idx, batch)
+                    # Losses in float32 whatever the caller's autocast (the output is upcast).
+                    with torch.autocast(x.device.type, enabled=False):
+                        if not checked:
+                            self.check_output(output, tgt)
+                            checked = True
+                        return self.evaluate(output, tgt, step)
+
+                return loss_fn
 
             return pgd(
-                loss_fn,
+                [objective(t) for t in self.restart_targets(target)],
                 images,
                 eps=self.eps,
                 step_size=self.step_size,
@@ -214,6 +290,8 @@ class Attack:
                 early_stop=self.early_stop,
                 select=self.select,  # type: ignore[arg-type]
                 generator=self.generator,
+                schedule=self.schedule,  # type: ignore[arg-type]
+                restarts=self.restarts,
             )
 
     def __call__(self, images: Tensor, target: Any = None) -> Tensor:
@@ -224,7 +302,8 @@ class Attack:
         return (
             f"eps={self.eps:.4g}, step_size={self.step_size:.4g}, steps={self.steps}, "
             f"norm={self.norm!r}, random_start={self.random_start}, "
-            f"early_stop={self.early_stop}, select={self.select!r}"
+            f"early_stop={self.early_stop}, select={self.select!r}, "
+            f"schedule={self.schedule!r}, restarts={self.restarts}"
         )
 
     def __repr__(self) -> str:

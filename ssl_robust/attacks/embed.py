@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +12,7 @@ from typing_extensions import Unpack
 
 from .. import _checks
 from ..encoders.base import EncoderOutput
-from .base import Attack, AttackOptions
+from .base import Attack, AttackOptions, model_output
 
 __all__ = ["EmbedAttack", "embedding_distance"]
 
@@ -45,8 +45,12 @@ class EmbedAttack(Attack):
     :math:`1 - \cos(f(x+\delta), f(x))` (``distance="cosine"``, as in DeACL) where ``f`` is the
     CLS embedding (``tokens="cls"``, sparse tasks) or all patch tokens (``tokens="patch"``,
     dense tasks). The clean embedding :math:`f(x)` is computed once per call without gradients,
-    or passed as ``target``. The examples depend only on the encoder and the images, so one
-    attack serves every downstream head.
+    or passed as ``target``. Without a target the attack needs its random start (the
+    distance has zero gradient at δ = 0): ``random_start=False`` is then refused. There is no
+    success criterion, so ``early_stop=True`` is refused too. The examples depend only on the
+    encoder and the images, so one attack serves every downstream head. With
+    ``schedule="apgd"`` the step size adapts per sample (APGD); the per-sample damage
+    (:meth:`damage`, for :class:`~ssl_robust.attacks.Ensemble`) is the distance itself.
 
     Args:
         encoder: an :class:`~ssl_robust.encoders.Encoder` (returns EncoderOutput) or any
@@ -70,6 +74,8 @@ class EmbedAttack(Attack):
         >>> res.loss.shape, res.success is None
         (torch.Size([2]), True)
     """
+
+    task: ClassVar[str | None] = "embedding"
 
     def __init__(
         self,
@@ -104,8 +110,17 @@ class EmbedAttack(Attack):
 
     def prepare_target(self, images: Tensor, target: Any) -> Tensor:
         if target is None:
+            if not self.random_start and self.steps > 0 and self.eps > 0:
+                raise _checks.SSLRobustValueError(
+                    "EmbedAttack(random_start=False) cannot move without a target: the "
+                    "distance to the clean embedding f(x) is at its minimum at δ = 0, where "
+                    "its gradient is exactly zero, so every step would be zero. Use "
+                    "random_start=True (the paper's setting; pass a torch.Generator for "
+                    "determinism) or pass other target embeddings"
+                )
+            model = _checks.unwrap_distributed(self.model)
             with torch.no_grad():
-                return self.embed(self.model(images)).detach()
+                return self.embed(model_output(model(images))).detach()
         ref = self.embed(target).detach()
         if ref.shape[0] != images.shape[0]:
             raise _checks.SSLRobustValueError(
@@ -124,6 +139,11 @@ class EmbedAttack(Attack):
 
     def loss(self, output: Any, target: Tensor, step: int) -> Tensor:
         return embedding_distance(self.embed(output), target, self.distance)  # type: ignore[arg-type]
+
+    def damage(self, output: Any, target: Tensor) -> tuple[Tensor, Tensor]:
+        """``(embedding distance to the clean embedding, never broken)`` per sample."""
+        dist = self.loss(output, target, 0)
+        return dist, torch.zeros_like(dist, dtype=torch.bool)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", tokens={self.tokens!r}, distance={self.distance!r}"

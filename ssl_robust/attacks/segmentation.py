@@ -1,16 +1,23 @@
-"""SegPGD: PGD on the SegPGD-weighted pixel cross-entropy (Gu et al., 2022; paper §3.2)."""
+"""SegPGD: PGD on the SegPGD-weighted pixel cross-entropy (Gu et al., 2022; paper §3.2), or on
+one of SEA's segmentation losses (Croce, Singh & Hein, 2024)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from torch import Tensor, nn
 from typing_extensions import Unpack
 
 from .. import _checks
 from ..encoders.base import EncoderOutput
-from ..losses.segmentation import _correct, _segpgd_loss
+from ..losses.segmentation import (
+    SEGMENTATION_LOSSES,
+    _correct,
+    _pixel_loss,
+    _reduce,
+    _segpgd_loss,
+)
 from .base import Attack, AttackOptions
 
 __all__ = ["SegPGD"]
@@ -30,6 +37,12 @@ class SegPGD(Attack):
     the one with the lowest share of correct pixels (the weighted loss is not comparable
     across steps). Defaults: eps 8/255, 20 steps of 2/255, uniform random start.
 
+    ``loss`` selects the objective: ``"segpgd"`` (above, the paper's) or one of SEA's losses
+    (:func:`~ssl_robust.losses.sea_loss`: ``"ce"``, ``"masked_ce"``, ``"js"``,
+    ``"masked_spherical"``, ``"balanced_ce"``), each with either ``schedule``. Success, the
+    best-iterate score and the per-image damage (:meth:`damage`: 1 − pixel accuracy on the
+    valid pixels; broken at pixel accuracy 0) do not depend on the loss.
+
     Args:
         model: maps images (B, C, H, W) in [0, 1] to logits (B, K, H, W) at the image
             resolution (``TaskModel(encoder, LinearSegmenter(...))`` or a
@@ -37,6 +50,8 @@ class SegPGD(Attack):
         ignore_index: mask label of pixels to ignore (same as in training and MeanIoU).
         normalize: ``"valid"`` (divide by the number of valid pixels) or ``"hw"`` (by H·W).
         success_threshold: per-image success when the correct share is below this, in [0, 1].
+        loss: the objective, one of ``"segpgd"``, ``"ce"``, ``"masked_ce"``, ``"js"``,
+            ``"masked_spherical"``, ``"balanced_ce"``.
         **kwargs: the options of :class:`~ssl_robust.attacks.Attack`.
 
     Shape:
@@ -57,6 +72,8 @@ class SegPGD(Attack):
         (True, torch.Size([2]))
     """
 
+    task: ClassVar[str | None] = "segmentation"
+
     def __init__(
         self,
         model: nn.Module | Callable[[Tensor], Any],
@@ -64,6 +81,9 @@ class SegPGD(Attack):
         ignore_index: int = 255,
         normalize: Literal["valid", "hw"] = "valid",
         success_threshold: float = 0.01,
+        loss: Literal[
+            "segpgd", "ce", "masked_ce", "js", "masked_spherical", "balanced_ce"
+        ] = "segpgd",
         **kwargs: Unpack[AttackOptions],
     ) -> None:
         super().__init__(model, **kwargs)
@@ -75,7 +95,7 @@ class SegPGD(Attack):
         if thr > 1:
             raise _checks.SSLRobustValueError(f"success_threshold must be in [0, 1]; got {thr}")
         self.success_threshold = thr
-        self._share: tuple[Tensor, Tensor] | None = None  # per-forward cache, never across calls
+        self.loss_name = _checks.check_choice("loss", loss, SEGMENTATION_LOSSES)
 
     def prepare_target(self, images: Tensor, target: Any) -> tuple[Tensor, Tensor, Tensor]:
         if target is None:
@@ -83,7 +103,6 @@ class SegPGD(Attack):
                 "SegPGD needs masks: call attack(images, masks) with masks of shape "
                 f"({images.shape[0]}, {images.shape[2]}, {images.shape[3]})"
             )
-        self._share = None
         masks = _checks.check_masks(
             target,
             batch=images.shape[0],
@@ -107,27 +126,37 @@ class SegPGD(Attack):
             )
         _checks.check_mask_range(masks, output.shape[1], ignore_index=self.ignore_index)
 
-    def loss(self, output: Tensor, target: tuple[Tensor, Tensor, Tensor], step: int) -> Tensor:
+    def _loss_and_share(
+        self, output: Tensor, target: tuple[Tensor, Tensor, Tensor], step: int
+    ) -> tuple[Tensor, Tensor]:
+        """The loss and the share of correct valid pixels per image, from one pass."""
         masks, valid, safe = target
-        loss, share = _segpgd_loss(
-            output,
-            masks,
-            step=step,
-            steps=self.steps,
-            ignore_index=self.ignore_index,
-            normalize=self.normalize,
-            valid=valid,
-            safe_target=safe,
-        )
-        # success() and score() of the same forward reuse the share; score() drops it.
-        self._share = (output, share)
-        return loss
+        if self.loss_name == "segpgd":
+            return _segpgd_loss(
+                output,
+                masks,
+                step=step,
+                steps=self.steps,
+                ignore_index=self.ignore_index,
+                normalize=self.normalize,
+                valid=valid,
+                safe_target=safe,
+            )
+        per_pixel = _pixel_loss(self.loss_name, output, safe, valid)
+        return _reduce(per_pixel, valid, self.normalize), self.correct_share(output, target)
+
+    def evaluate(
+        self, output: Tensor, target: tuple[Tensor, Tensor, Tensor], step: int
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        loss, share = self._loss_and_share(output, target, step)
+        has_valid = target[1].flatten(1).any(1)
+        return loss, (share < self.success_threshold) & has_valid, -share
+
+    def loss(self, output: Tensor, target: tuple[Tensor, Tensor, Tensor], step: int) -> Tensor:
+        return self._loss_and_share(output, target, step)[0]
 
     def correct_share(self, output: Tensor, target: tuple[Tensor, Tensor, Tensor]) -> Tensor:
         """(B,) share of the valid pixels classified correctly (0 when none is valid)."""
-        cached = self._share
-        if cached is not None and cached[0] is output:
-            return cached[1]
         _, valid, safe = target
         correct = _correct(output, safe, valid)
         return correct.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
@@ -137,12 +166,17 @@ class SegPGD(Attack):
         return (self.correct_share(output, target) < self.success_threshold) & has_valid
 
     def score(self, output: Tensor, target: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        return -self.correct_share(output, target)
+
+    def damage(
+        self, output: Tensor, target: tuple[Tensor, Tensor, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """``(1 − pixel accuracy, pixel accuracy == 0)`` per image, on the valid pixels."""
         share = self.correct_share(output, target)
-        self._share = None
-        return -share
+        return 1 - share, share == 0
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (
             f", ignore_index={self.ignore_index}, normalize={self.normalize!r}, "
-            f"success_threshold={self.success_threshold:.4g}"
+            f"success_threshold={self.success_threshold:.4g}, loss={self.loss_name!r}"
         )

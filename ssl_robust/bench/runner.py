@@ -57,7 +57,7 @@ class _Encoders:
             with torch.random.fork_rng(devices=[]):  # weightless encoders: seeded random init
                 torch.manual_seed(spec.seed)
                 enc = create_encoder(
-                    entry.registry, weights=entry.weights, pretrained=entry.pretrained,
+                    entry.registry, checkpoint_path=entry.weights, pretrained=entry.pretrained,
                     **entry.options,
                 )  # fmt: skip
         else:

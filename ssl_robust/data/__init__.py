@@ -1,11 +1,20 @@
 """Datasets: a registry of real datasets, joint transforms and the synthetic ``shapes`` data."""
 
-from .base import DatasetInfo, IndexedSubset, Sample, SampleDataset, Task, subset_indices
+from .base import (
+    DatasetInfo,
+    DepthMap,
+    IndexedSubset,
+    Sample,
+    SampleDataset,
+    Task,
+    as_tv_tensors,
+    subset_indices,
+)
 from .batches import unpack_batch
 from .datasets import ADE20K, CIFAR, STL10, Cityscapes, ImageNet, NYUDepthV2, VOCSegmentation
 from .registry import create_dataset, list_datasets
 from .shapes import SHAPE_KINDS, ShapesDataset, render_shapes_scene
-from .transforms import eval_transform, train_transform
+from .transforms import PadIfSmaller, Seeded, eval_transform, train_transform
 
 __all__ = [
     "ADE20K",
@@ -14,14 +23,18 @@ __all__ = [
     "STL10",
     "Cityscapes",
     "DatasetInfo",
+    "DepthMap",
     "ImageNet",
     "IndexedSubset",
     "NYUDepthV2",
+    "PadIfSmaller",
     "Sample",
     "SampleDataset",
+    "Seeded",
     "ShapesDataset",
     "Task",
     "VOCSegmentation",
+    "as_tv_tensors",
     "create_dataset",
     "eval_transform",
     "list_datasets",

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
 from typing_extensions import NotRequired, TypedDict
 
 from .. import _checks
 
 __all__ = [
     "DatasetInfo",
+    "DepthMap",
     "IndexedSubset",
     "Sample",
     "SampleDataset",
     "Task",
+    "as_tv_tensors",
     "subset_indices",
 ]
 
@@ -28,17 +31,59 @@ Task = Literal["classification", "segmentation", "depth"]
 class Sample(TypedDict):
     """One sample: the image plus the targets of the tasks the dataset has.
 
+    Datasets return the fields as torchvision ``tv_tensors`` (see :func:`as_tv_tensors`), so
+    torchvision transforms v2 move image, mask and depth together.
+
     Keys:
-        image: (3, H, W) float32 in [0, 1].
-        label: () int64 class index (classification).
-        mask: (H, W) int64 class per pixel, ``ignore_index`` (255) where unlabelled.
-        depth: (H, W) float32 depth in metres, 0 where invalid.
+        image: (3, H, W) float32 in [0, 1], a ``tv_tensors.Image``.
+        label: () int64 class index (classification), a plain tensor.
+        mask: (H, W) int64 class per pixel, ``ignore_index`` (255) where unlabelled, a
+            ``tv_tensors.Mask``.
+        depth: (H, W) float32 depth in metres, 0 where invalid, a :class:`DepthMap`.
     """
 
     image: Tensor
     label: NotRequired[Tensor]
     mask: NotRequired[Tensor]
     depth: NotRequired[Tensor]
+
+
+class DepthMap(tv_tensors.Mask):  # type: ignore[misc]  # torchvision is untyped here
+    """A depth map (H, W) in metres: a ``tv_tensors.Mask`` whose values are never rescaled.
+
+    As a ``Mask`` subclass it follows every geometric transform of torchvision v2 with
+    nearest-neighbour resampling (no depth blended across object edges), while photometric
+    transforms and ``ToDtype(..., scale=True)`` leave it alone (they touch images only).
+    Padding uses the fill given for ``DepthMap`` in a fill dict, else ``"others"``, else 0
+    (invalid depth).
+    """
+
+
+def as_tv_tensors(sample: Sample) -> Sample:
+    """The sample with ``image`` as ``tv_tensors.Image``, ``mask`` as ``tv_tensors.Mask`` and
+    ``depth`` as :class:`DepthMap` (``label`` stays a plain tensor).
+
+    torchvision v2 transforms a dict sample by type: without an ``Image`` it would treat the
+    first plain tensor as the image and pass the others through, so mask and depth would not
+    follow. Datasets call this before their transform; fields that already have the right
+    type are kept as they are (no copy).
+
+    Example:
+        >>> import torch
+        >>> from torchvision.transforms import v2
+        >>> s = as_tv_tensors({"image": torch.rand(3, 4, 6), "depth": torch.rand(4, 6)})
+        >>> type(s["image"]).__name__, type(s["depth"]).__name__
+        ('Image', 'DepthMap')
+        >>> out = v2.RandomHorizontalFlip(p=1.0)(s)
+        >>> torch.equal(out["depth"], s["depth"].flip(-1))
+        True
+    """
+    out: dict[str, Any] = dict(sample.items())
+    for key, kind in (("image", tv_tensors.Image), ("mask", tv_tensors.Mask), ("depth", DepthMap)):
+        value = out.get(key)
+        if value is not None and type(value) is not kind:
+            out[key] = kind(value.as_subclass(Tensor))
+    return out  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -69,9 +114,11 @@ class DatasetInfo:
 class SampleDataset(Dataset[Sample]):
     """Base of the ssl_robust datasets: ``__getitem__`` returns a :class:`Sample` dict.
 
-    Subclasses implement ``__len__`` and ``_load(index) -> Sample``; the optional ``transform``
-    (a joint transform, see :mod:`ssl_robust.data.transforms`) is applied to the whole sample so
-    image, mask and depth stay aligned.
+    Subclasses implement ``__len__`` and ``_load(index) -> Sample``. The sample is turned into
+    tv_tensors (:func:`as_tv_tensors`) and the optional ``transform`` is applied to the whole
+    dict: any torchvision transforms v2 pipeline (``v2.Compose([v2.RandomResizedCrop(224),
+    v2.RandomHorizontalFlip()])``) or the presets of :mod:`ssl_robust.data.transforms` keep
+    image, mask and depth aligned.
     """
 
     info: DatasetInfo
@@ -89,7 +136,7 @@ class SampleDataset(Dataset[Sample]):
         n = len(self)
         if isinstance(index, bool) or not isinstance(index, int) or not -n <= index < n:
             raise IndexError(f"index {index!r} out of range for a dataset of {n} samples")
-        sample = self._load(index % n)
+        sample = as_tv_tensors(self._load(index % n))
         return self.transform(sample) if self.transform is not None else sample
 
 

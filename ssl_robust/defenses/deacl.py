@@ -397,7 +397,7 @@ class DeACLTrainer:
         """Save the student's weights as a plain state dict (``torch.save``, written atomically).
 
         For a :class:`~ssl_robust.encoders.VisionTransformer` the keys are the official DINO /
-        DINOv2 names, the format ``create_encoder(..., weights=path)`` loads.
+        DINOv2 names, the format ``create_encoder(..., checkpoint_path=path)`` loads.
         """
         path = Path(path)
         atomic_save(self.student.state_dict(), path)

@@ -60,7 +60,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     if not file.is_file():
         raise FileNotFoundError(
             f"checkpoint file not found: {str(file)!r} — pass the path of a DINO / DINOv2 "
-            "checkpoint (.pth), e.g. weights='dinov2_vits14_pretrain.pth'"
+            "checkpoint (.pth), e.g. checkpoint_path='dinov2_vits14_pretrain.pth'"
         )
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
@@ -179,7 +179,8 @@ def download_state_dict(url: str, *, name: str) -> dict[str, Tensor]:
     """Fetch official weights with torch.hub's state-dict download (cached under TORCH_HOME).
 
     Raises:
-        WeightsDownloadError: when the download fails, with how to pass ``weights=`` instead.
+        WeightsDownloadError: when the download fails, with how to pass ``checkpoint_path=``
+            instead.
     """
     try:
         obj = torch.hub.load_state_dict_from_url(
@@ -187,9 +188,10 @@ def download_state_dict(url: str, *, name: str) -> dict[str, Tensor]:
         )
     except Exception as exc:  # network errors come in many types (URLError, HTTPError, ...)
         filename = url.rsplit("/", 1)[-1]
+        reason = (str(exc).strip().splitlines() or [""])[0]
         raise WeightsDownloadError(
             f"could not download the official weights of {name!r} from {url} "
-            f"({type(exc).__name__}: {exc}). Offline? Download the file elsewhere and pass it: "
-            f"create_encoder({name!r}, weights='/path/to/{filename}')"
+            f"({type(exc).__name__}: {reason}). Offline? Download the file elsewhere and pass "
+            f"it: create_encoder({name!r}, checkpoint_path='/path/to/{filename}')"
         ) from exc
     return extract_backbone_state_dict(obj, source=url)

@@ -1,8 +1,9 @@
-"""Encoder registry: ``create_encoder("dinov2_vits14", weights=...)`` and ``list_encoders()``."""
+"""Encoder registry: ``create_encoder(name, checkpoint_path=...)`` and ``list_encoders()``."""
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 import torch
 
 from .. import _checks
+from .base import Encoder
 from .checkpoints import download_state_dict, load_backbone_state_dict, read_checkpoint
+from .hub import create_hub_encoder, is_hub_name
 from .vit import VisionTransformer
 
 __all__ = [
@@ -149,7 +152,16 @@ _ARCH_KEYS = (
     "interpolate_offset",
     "interpolate_antialias",
 )
-_OPTION_KEYS = ("layer", "norm", "output_layer", "output_norm", "pad", "mean", "std")
+_OPTION_KEYS = (
+    "layer",
+    "norm",
+    "output_layer",
+    "output_norm",
+    "n_last_blocks",
+    "pad",
+    "mean",
+    "std",
+)
 
 
 def list_encoders() -> list[str]:
@@ -182,31 +194,43 @@ def encoder_spec(name: str) -> EncoderSpec:
 def create_encoder(
     name: str,
     *,
-    weights: str | os.PathLike[str] | None = None,
+    checkpoint_path: str | os.PathLike[str] | None = None,
     pretrained: bool = False,
+    weights: str | os.PathLike[str] | None = None,
     **kw: Any,
-) -> VisionTransformer:
-    """Build a registered encoder, optionally with official or local weights.
+) -> Encoder:
+    """Build an encoder by name, optionally with official or local weights.
+
+    Names: one of :func:`list_encoders` (the built-in :class:`VisionTransformer`, DINO v1 /
+    DINOv2 state-dict compatible); ``"timm/<timm model name>"`` (e.g.
+    ``"timm/vit_small_patch14_dinov2.lvd142m"``) or ``"hf/<Hugging Face repo id>"`` (e.g.
+    ``"hf/facebook/dinov2-small"``) to build that library's model when the ``timm`` /
+    ``transformers`` extra is installed (see :func:`~ssl_robust.encoders.hub.create_hub_encoder`).
+    All return the same :class:`Encoder` interface.
 
     Args:
-        name: one of :func:`list_encoders` (e.g. ``"dino_vits16"``, ``"dinov2_vitb14_reg"``).
-        weights: path to a checkpoint: a released state dict, or a DINO training checkpoint
-            (the ``teacher`` backbone is used, head keys ignored). Loaded strictly.
-        pretrained: download the official weights with torch.hub (cached). Exclusive with
-            ``weights``.
+        name: the encoder's name (see above).
+        checkpoint_path: a checkpoint file: a released state dict, or a DINO training
+            checkpoint (the ``teacher`` backbone is used, head keys ignored). Loaded strictly.
+        pretrained: the official weights: bundled in the package, or downloaded (torch.hub
+            for the registry, the Hugging Face Hub for timm / hf names; cached). Exclusive with
+            ``checkpoint_path``.
+        weights: deprecated name of ``checkpoint_path`` (a ``FutureWarning``).
         **kw: ``layer=`` (block whose tokens are returned, -1 = last), ``norm=`` (apply the final
-            LayerNorm), ``pad=`` (``"refuse"`` or ``"pad"`` for sizes not divisible by the
-            patch), ``mean=``/``std=``, or architecture options of :class:`VisionTransformer`
-            (only without weights).
+            LayerNorm), ``n_last_blocks=`` (concatenate the last n blocks' tokens along
+            channels, DINOv2's linear4 protocol; ``embed_dim`` becomes n·D), ``pad=``
+            (``"refuse"`` or ``"pad"`` for sizes not divisible by the patch), ``mean=``/``std=``,
+            or architecture options of :class:`VisionTransformer` (only without weights).
 
     Returns:
         The encoder, in eval mode.
 
     Raises:
-        SSLRobustValueError: unknown name; weights and pretrained both given; pretrained for a
-            model without official weights; a checkpoint that does not match the architecture.
+        SSLRobustValueError: unknown name; a checkpoint and pretrained both given; pretrained
+            for a model without official weights; a checkpoint that does not match the
+            architecture.
         SSLRobustTypeError: unknown keyword arguments.
-        FileNotFoundError: ``weights`` does not exist.
+        FileNotFoundError: ``checkpoint_path`` does not exist.
         WeightsDownloadError: ``pretrained=True`` and the download failed.
 
     Example:
@@ -214,23 +238,44 @@ def create_encoder(
         >>> enc = create_encoder("vit_test", layer=0)
         >>> enc(torch.rand(1, 3, 16, 16)).patches.shape
         torch.Size([1, 16, 32])
+        >>> create_encoder("vit_test", n_last_blocks=2).embed_dim  # 2 blocks × D=32
+        64
     """
+    if weights is not None:
+        if checkpoint_path is not None:
+            raise _checks.SSLRobustValueError(
+                "pass checkpoint_path=PATH only (weights= is its deprecated name), not both"
+            )
+        warnings.warn(
+            "create_encoder(weights=PATH) is deprecated and will be removed; use "
+            "create_encoder(..., checkpoint_path=PATH)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        checkpoint_path = weights
+    if is_hub_name(name):
+        return create_hub_encoder(
+            name, pretrained=pretrained, checkpoint_path=checkpoint_path, **kw
+        )
     spec = encoder_spec(name)
     unknown = {k: v for k, v in kw.items() if k not in _ARCH_KEYS + _OPTION_KEYS}
     _checks.check_no_unknown(unknown, _ARCH_KEYS + _OPTION_KEYS, where="create_encoder()")
-    if weights is not None and pretrained:
-        raise _checks.SSLRobustValueError("pass either weights=PATH or pretrained=True, not both")
+    if checkpoint_path is not None and pretrained:
+        raise _checks.SSLRobustValueError(
+            "pass either checkpoint_path=PATH or pretrained=True, not both"
+        )
     if pretrained and spec.url is None and spec.bundled is None:
         raise _checks.SSLRobustValueError(
-            f"encoder {name!r} has no official weights; use pretrained=False or weights=PATH"
+            f"encoder {name!r} has no official weights; use pretrained=False or "
+            "checkpoint_path=PATH"
         )
     options = dict(spec.kwargs)
     for key, value in kw.items():
         options[_ALIASES.get(key, key)] = value
-    if weights is None and not pretrained:
+    if checkpoint_path is None and not pretrained:
         return VisionTransformer(**options).eval()
-    if weights is not None:
-        state_dict = read_checkpoint(weights)
+    if checkpoint_path is not None:
+        state_dict = read_checkpoint(checkpoint_path)
     elif spec.bundled is not None:
         state_dict = read_checkpoint(bundled_weights_path(spec.bundled))
     else:

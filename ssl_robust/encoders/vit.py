@@ -121,6 +121,11 @@ class VisionTransformer(Encoder):
             checkpoints carry.
         output_layer: which block's tokens to return (negative counts from the end; -1 = last).
         output_norm: apply the final ``norm`` to the returned tokens.
+        n_last_blocks: concatenate the tokens of this many blocks, ending at ``output_layer``,
+            along channels (DINOv2's ``get_intermediate_layers(n=4)`` / "linear4" protocol:
+            each block's CLS and patch tokens, normed when ``output_norm``, earliest first).
+            The encoder's ``embed_dim`` attribute is then ``n_last_blocks * embed_dim`` (the
+            width heads are built with); ``token_dim`` stays the transformer width.
         pad: inputs whose size is not a multiple of ``patch_size``: ``"refuse"`` raises, ``"pad"``
             pads bottom and right (with zeros after normalization, i.e. the mean colour).
         mean: normalization mean (ImageNet by default).
@@ -133,7 +138,7 @@ class VisionTransformer(Encoder):
     Shape:
         - Input: (B, 3, H, W) images in [0, 1].
         - Output: :class:`EncoderOutput` with cls (B, D), patches (B, h*w, D), grid (h, w),
-          h = ⌈H / patch_size⌉, w = ⌈W / patch_size⌉.
+          h = ⌈H / patch_size⌉, w = ⌈W / patch_size⌉, D = ``n_last_blocks * embed_dim``.
 
     Example:
         >>> import torch
@@ -141,6 +146,11 @@ class VisionTransformer(Encoder):
         >>> out = vit(torch.rand(2, 3, 32, 48))
         >>> out.cls.shape, out.patches.shape, out.grid
         (torch.Size([2, 32]), torch.Size([2, 24, 32]), (4, 6))
+        >>> linear4 = VisionTransformer(
+        ...     img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=2, n_last_blocks=4
+        ... )
+        >>> linear4.embed_dim, linear4(torch.rand(2, 3, 32, 32)).patches.shape
+        (128, torch.Size([2, 16, 128]))
     """
 
     def __init__(
@@ -158,13 +168,17 @@ class VisionTransformer(Encoder):
         mask_token: bool = False,
         output_layer: int = -1,
         output_norm: bool = True,
+        n_last_blocks: int = 1,
         pad: Literal["refuse", "pad"] = "refuse",
         mean: tuple[float, ...] = IMAGENET_MEAN,
         std: tuple[float, ...] = IMAGENET_STD,
         interpolate_offset: float = 0.1,
         interpolate_antialias: bool = False,
     ) -> None:
-        super().__init__(embed_dim=embed_dim, patch_size=patch_size, mean=mean, std=std)
+        n_last_blocks = _checks.check_int("n_last_blocks", n_last_blocks, minimum=1)
+        super().__init__(
+            embed_dim=embed_dim * n_last_blocks, patch_size=patch_size, mean=mean, std=std
+        )
         _checks.check_int("img_size", img_size, minimum=1)
         _checks.check_int("depth", depth, minimum=1)
         _checks.check_int("num_heads", num_heads, minimum=1)
@@ -183,7 +197,10 @@ class VisionTransformer(Encoder):
                 f"output_layer must be in [{-depth}, {depth - 1}] for depth={depth}; got "
                 f"{output_layer}"
             )
+        _check_block_span(output_layer, n_last_blocks, depth)
         self.pad = _checks.check_choice("pad", pad, ("refuse", "pad"))
+        self.token_dim = embed_dim
+        self.n_last_blocks = n_last_blocks
         self.img_size = img_size
         self.depth = depth
         self.num_heads = num_heads
@@ -277,11 +294,13 @@ class VisionTransformer(Encoder):
 
     def forward_features(self, x: Tensor) -> EncoderOutput:
         tokens, grid = self._tokens(x)
-        last = self.output_layer % self.depth
-        for blk in self.blocks[: last + 1]:
+        last = _check_block_span(self.output_layer, self.n_last_blocks, self.depth)
+        kept = []
+        for i, blk in enumerate(self.blocks[: last + 1]):
             tokens = blk(tokens)
-        if self.output_norm:
-            tokens = self.norm(tokens)
+            if i > last - self.n_last_blocks:
+                kept.append(self.norm(tokens) if self.output_norm else tokens)
+        tokens = kept[0] if len(kept) == 1 else torch.cat(kept, dim=-1)
         return EncoderOutput(
             cls=tokens[:, 0], patches=tokens[:, 1 + self.num_register_tokens :], grid=grid
         )
@@ -290,5 +309,17 @@ class VisionTransformer(Encoder):
         return (
             f"patch_size={self.patch_size}, embed_dim={self.embed_dim}, depth={self.depth}, "
             f"num_heads={self.num_heads}, registers={self.num_register_tokens}, "
-            f"output_layer={self.output_layer}, output_norm={self.output_norm}"
+            f"output_layer={self.output_layer}, output_norm={self.output_norm}, "
+            f"n_last_blocks={self.n_last_blocks}"
         )
+
+
+def _check_block_span(output_layer: int, n_last_blocks: int, depth: int) -> int:
+    """Index of the last block used; refuses spans that start before the first block."""
+    last = output_layer % depth
+    if n_last_blocks > last + 1:
+        raise _checks.SSLRobustValueError(
+            f"n_last_blocks={n_last_blocks} blocks ending at output_layer={output_layer} need "
+            f"at least {n_last_blocks} blocks up to it; the model has {last + 1} (depth={depth})"
+        )
+    return last

@@ -22,6 +22,7 @@ from .base import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderOutput
 __all__ = ["WrappedEncoder", "wrap"]
 
 Kind = Literal["timm", "hf", "torchvision", "dinov2_hub", "dino_hub", "callable"]
+_MULTI_BLOCK_KINDS: tuple[Kind, ...] = ("timm", "hf", "dinov2_hub", "dino_hub")
 
 
 def _require(module: str, extra: str) -> ModuleType:
@@ -51,6 +52,11 @@ class WrappedEncoder(Encoder):
         embed_dim: token width D.
         patch_size: patch side in pixels.
         num_prefix_tokens: leading non-patch tokens in a token sequence (CLS + registers).
+        n_last_blocks: concatenate the CLS and patch tokens of the model's last n blocks along
+            channels (DINOv2's "linear4" protocol; timm through ``forward_intermediates``, HF
+            through ``output_hidden_states``, DINO / DINOv2 hub models through
+            ``get_intermediate_layers``), each normed by the model's final norm. The encoder's
+            ``embed_dim`` is then ``n_last_blocks * embed_dim``.
         pad: ``"refuse"`` sizes that are not multiples of the patch, or ``"pad"`` them
             (bottom/right, zeros after normalization) with ``F.pad``.
         mean: normalization mean.
@@ -65,11 +71,23 @@ class WrappedEncoder(Encoder):
         embed_dim: int,
         patch_size: int,
         num_prefix_tokens: int = 1,
+        n_last_blocks: int = 1,
         pad: Literal["refuse", "pad"] = "refuse",
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
-        super().__init__(embed_dim=embed_dim, patch_size=patch_size, mean=mean, std=std)
+        n_last_blocks = _checks.check_int("n_last_blocks", n_last_blocks, minimum=1)
+        token_dim = _checks.check_int("embed_dim", embed_dim, minimum=1)
+        super().__init__(
+            embed_dim=token_dim * n_last_blocks, patch_size=patch_size, mean=mean, std=std
+        )
+        if n_last_blocks > 1 and kind not in _MULTI_BLOCK_KINDS:
+            raise _checks.SSLRobustValueError(
+                f"n_last_blocks > 1 needs a model whose intermediate blocks ssl_robust can read "
+                f"({', '.join(_MULTI_BLOCK_KINDS)}); got a {kind} model — use n_last_blocks=1"
+            )
+        self.token_dim = token_dim
+        self.n_last_blocks = n_last_blocks
         self.kind = kind
         self.num_prefix_tokens = _checks.check_int("num_prefix_tokens", num_prefix_tokens)
         self.pad = _checks.check_choice("pad", pad, ("refuse", "pad"))
@@ -90,16 +108,56 @@ class WrappedEncoder(Encoder):
             x = F.pad(x, (0, (-w) % p, 0, (-h) % p))
         return x
 
+    def _run_blocks(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(cls, patches) of the last ``n_last_blocks`` blocks, concatenated along channels."""
+        m: Any = self.model
+        n = self.n_last_blocks
+        if self.kind == "timm":
+            if not hasattr(m, "forward_intermediates"):
+                raise _checks.SSLRobustValueError(
+                    "n_last_blocks > 1 needs timm's forward_intermediates (timm >= 1.0); "
+                    "upgrade timm or use n_last_blocks=1"
+                )
+            pairs = m.forward_intermediates(
+                x,
+                indices=n,
+                norm=True,
+                output_fmt="NLC",
+                intermediates_only=True,
+                return_prefix_tokens=True,
+            )
+            cls = [prefix[:, 0] for _, prefix in pairs]
+            patches = [tokens for tokens, _ in pairs]
+        elif self.kind == "hf":
+            hidden = m(pixel_values=x, output_hidden_states=True, **self._hf_kwargs(x))
+            layers = [m.layernorm(h) for h in hidden.hidden_states[-n:]]
+            cls = [t[:, 0] for t in layers]
+            patches = [t[:, self.num_prefix_tokens :] for t in layers]
+        elif self.kind == "dinov2_hub":
+            pairs = m.get_intermediate_layers(x, n=n, return_class_token=True, norm=True)
+            cls = [c for _, c in pairs]
+            patches = [p for p, _ in pairs]
+        else:  # dino_hub: the tokens of the last n blocks, normed
+            layers = m.get_intermediate_layers(x, n=n)
+            cls = [t[:, 0] for t in layers]
+            patches = [t[:, self.num_prefix_tokens :] for t in layers]
+        return torch.cat(cls, dim=-1), torch.cat(patches, dim=-1)
+
+    def _hf_kwargs(self, x: Tensor) -> dict[str, Any]:
+        config = getattr(self.model, "config", None)
+        if getattr(config, "model_type", "") != "vit":
+            return {}
+        size = getattr(config, "image_size", None)
+        return {"interpolate_pos_encoding": tuple(x.shape[-2:]) != (size, size)}
+
     def _run(self, x: Tensor) -> Any:
         m = self.model
+        if self.n_last_blocks > 1:
+            return self._run_blocks(x)
         if self.kind == "timm":
             return m.forward_features(x)  # type: ignore[attr-defined]
         if self.kind == "hf":
-            size = getattr(getattr(m, "config", None), "image_size", None)
-            kwargs = {}
-            if getattr(getattr(m, "config", None), "model_type", "") == "vit":
-                kwargs["interpolate_pos_encoding"] = tuple(x.shape[-2:]) != (size, size)
-            return m(pixel_values=x, **kwargs).last_hidden_state
+            return m(pixel_values=x, **self._hf_kwargs(x)).last_hidden_state
         if self.kind == "torchvision":
             tokens = m._process_input(x)  # type: ignore[attr-defined]
             cls = m.class_token.expand(x.shape[0], -1, -1)  # type: ignore[attr-defined]
@@ -141,7 +199,10 @@ class WrappedEncoder(Encoder):
         return EncoderOutput(cls=cls, patches=patches, grid=grid)
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, embed_dim={self.embed_dim}, patch_size={self.patch_size}"
+        return (
+            f"kind={self.kind!r}, embed_dim={self.embed_dim}, patch_size={self.patch_size}, "
+            f"n_last_blocks={self.n_last_blocks}"
+        )
 
 
 def _detect(model: object) -> tuple[Kind, dict[str, Any]]:
@@ -215,7 +276,8 @@ def wrap(model: object, **kw: Any) -> Encoder:
         model: the model (or ``"timm:<name>"``).
         **kw: ``mean``, ``std`` (default: the model's own config where it has one, else
             ImageNet), ``pad`` (``"refuse"``/``"pad"``), ``embed_dim``, ``patch_size``,
-            ``num_prefix_tokens`` (overrides), ``pretrained`` (``"timm:"`` only).
+            ``num_prefix_tokens`` (overrides), ``n_last_blocks`` (concatenate the last n
+            blocks' tokens, see :class:`WrappedEncoder`), ``pretrained`` (``"timm:"`` only).
 
     Returns:
         The :class:`Encoder` (the model is a submodule; its train/eval mode is kept).
@@ -232,7 +294,16 @@ def wrap(model: object, **kw: Any) -> Encoder:
         >>> enc(torch.rand(2, 3, 16, 16)).patches.shape
         torch.Size([2, 4, 16])
     """
-    allowed = ("mean", "std", "pad", "embed_dim", "patch_size", "num_prefix_tokens", "pretrained")
+    allowed = (
+        "mean",
+        "std",
+        "pad",
+        "embed_dim",
+        "patch_size",
+        "num_prefix_tokens",
+        "n_last_blocks",
+        "pretrained",
+    )
     _checks.check_no_unknown(
         {k: v for k, v in kw.items() if k not in allowed}, allowed, where="wrap()"
     )

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .. import _checks
 
-__all__ = ["depth_loss", "gradient_matching_loss", "scale_invariant_log_loss"]
+__all__ = ["depth_loss", "gradient_matching_loss", "l1_log_loss", "scale_invariant_log_loss"]
 
 _TINY = 1e-12  # depths are clamped to at least this before the log (avoids log 0)
 
@@ -182,3 +182,42 @@ def depth_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tens
     """
     p, t, m = _prepare(pred, target, mask)
     return _depth_loss(p, t, m)
+
+
+def _l1_log(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Unchecked mean |log pred − log target| over the mask, per image."""
+    g = _log_diff(pred, target, mask)
+    return g.abs().flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1).to(g.dtype)
+
+
+def l1_log_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    r"""Mean absolute log-depth error over the valid pixels, per image.
+
+    .. math:: L = \frac{1}{|M|}\sum_{M} \lvert \log\hat d - \log d \rvert
+
+    A second depth attack objective beside :func:`depth_loss`: it is not scale-invariant, so it
+    also rewards shifting the whole depth map. An image with an empty mask gets 0.
+
+    Args:
+        pred: predicted depth (B, H, W) or (B, 1, H, W).
+        target: ground-truth depth, same shape.
+        mask: bool valid pixels; default ``target > 0``.
+
+    Returns:
+        (B,) per-image losses.
+
+    Example:
+        >>> import torch
+        >>> t = torch.rand(2, 8, 8) + 0.5
+        >>> l1_log_loss(2 * t, t)  # log 2 everywhere
+        tensor([0.6931, 0.6931])
+    """
+    p, t, m = _prepare(pred, target, mask)
+    return _l1_log(p, t, m)
+
+
+def _rmse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Unchecked per-image RMSE over the mask (0 for an empty mask)."""
+    p = pred.float() if pred.dtype.itemsize < 4 else pred
+    sq = (p - target.to(p.dtype)).pow(2) * mask
+    return (sq.flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1).to(p.dtype)).sqrt()

@@ -1,4 +1,4 @@
-"""Task metrics with ``update`` / ``compute`` / ``reset`` and torch.distributed sync."""
+"""Task metrics on torchmetrics' conventions: update, compute (tensors), forward, reset, sync."""
 
 from .base import Metric
 from .classification import Accuracy

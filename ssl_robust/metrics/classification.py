@@ -11,23 +11,31 @@ from .base import Metric
 __all__ = ["Accuracy"]
 
 
-class Accuracy(Metric):
+class Accuracy(Metric[Tensor]):
     """Top-1 accuracy over every sample seen since the last ``reset``.
 
     ``update(pred, target)`` takes logits (B, C) or predicted labels (B,) and the true labels
-    (B,). ``compute()`` returns a float in [0, 1] (NaN before any update).
+    (B,). ``compute()`` returns a 0-d float64 tensor in [0, 1] (NaN before any update);
+    ``acc(pred, target)`` returns the accuracy of that batch and accumulates it.
+
+    Args:
+        sync_on_compute: sum over ``torch.distributed`` ranks in ``compute()`` (see
+            :class:`~ssl_robust.metrics.Metric`); ``False`` computes locally.
 
     Example:
         >>> import torch
         >>> acc = Accuracy()
-        >>> acc.update(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))
+        >>> acc(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))  # this batch
+        tensor(0.5000, dtype=torch.float64)
         >>> acc.update(torch.tensor([1]), torch.tensor([1]))
-        >>> round(acc.compute(), 4)
-        0.6667
+        >>> acc.compute()  # both batches
+        tensor(0.6667, dtype=torch.float64)
     """
 
-    def __init__(self) -> None:
-        super().__init__()
+    higher_is_better = True
+
+    def __init__(self, *, sync_on_compute: bool = True) -> None:
+        super().__init__(sync_on_compute=sync_on_compute)
         self.add_state("correct", torch.zeros((), dtype=torch.long))
         self.add_state("total", torch.zeros((), dtype=torch.long))
 
@@ -50,11 +58,8 @@ class Accuracy(Metric):
             raise _checks.SSLRobustTypeError(
                 f"pred of shape (B,) must hold integer labels; got dtype {pred.dtype}"
             )
-        self._to(pred.device)
-        self._state["correct"] += (labels == target).sum()
-        self._state["total"] += target.numel()
+        self.accumulate("correct", (labels == target).sum())
+        self.accumulate("total", torch.tensor(target.numel(), device=labels.device))
 
-    def compute(self) -> float:
-        state = self.synced_state()
-        total = int(state["total"])
-        return float("nan") if total == 0 else int(state["correct"]) / total
+    def _compute(self, state: dict[str, Tensor]) -> Tensor:
+        return state["correct"].double() / state["total"].double()

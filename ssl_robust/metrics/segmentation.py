@@ -11,7 +11,7 @@ from .base import Metric
 __all__ = ["MeanIoU"]
 
 
-class MeanIoU(Metric):
+class MeanIoU(Metric[Tensor]):
     r"""Mean IoU over classes, from one confusion matrix accumulated over the whole dataset.
 
     :math:`\mathrm{IoU}_c = \frac{TP_c}{TP_c + FP_c + FN_c}`; classes whose union
@@ -20,12 +20,15 @@ class MeanIoU(Metric):
     ``torch.distributed`` group, ``compute()`` sums the confusion matrix over all ranks.
 
     ``update(pred, target)`` takes logits (B, C, H, W) or predicted labels (B, H, W) and the
-    true masks (B, H, W). ``compute()`` returns the mIoU as a float in [0, 1] (NaN when no
-    class has a non-empty union); :meth:`per_class` returns the (C,) IoUs (NaN when skipped).
+    true masks (B, H, W). ``compute()`` returns the mIoU as a 0-d float64 tensor in [0, 1]
+    (NaN when no class has a non-empty union); :meth:`per_class` returns the (C,) IoUs (NaN
+    when skipped); ``miou(pred, target)`` returns the mIoU of that batch and accumulates it.
 
     Args:
         num_classes: number of classes C (>= 1).
         ignore_index: label of pixels to ignore (the same as in training and SegPGD).
+        sync_on_compute: sum over ``torch.distributed`` ranks in ``compute()`` (see
+            :class:`~ssl_robust.metrics.Metric`); ``False`` computes locally.
 
     Raises:
         SSLRobustValueError: mismatched shapes, labels out of range that are not
@@ -36,12 +39,16 @@ class MeanIoU(Metric):
         >>> import torch
         >>> miou = MeanIoU(num_classes=2)
         >>> miou.update(torch.tensor([[[0, 1], [1, 1]]]), torch.tensor([[[0, 1], [0, 255]]]))
-        >>> round(miou.compute(), 4)  # class 0: 1/2, class 1: 1/2
-        0.5
+        >>> miou.compute()  # class 0: 1/2, class 1: 1/2
+        tensor(0.5000, dtype=torch.float64)
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
-        super().__init__()
+    higher_is_better = True
+
+    def __init__(
+        self, num_classes: int, ignore_index: int = 255, *, sync_on_compute: bool = True
+    ) -> None:
+        super().__init__(sync_on_compute=sync_on_compute)
         self.num_classes = _checks.check_int("num_classes", num_classes, minimum=1)
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
             raise _checks.SSLRobustTypeError(f"ignore_index must be an int; got {ignore_index!r}")
@@ -78,20 +85,26 @@ class MeanIoU(Metric):
         _checks.check_mask_range(labels, c, ignore_index=None, name="pred")
         valid = target != self.ignore_index
         idx = target[valid] * c + labels[valid]
-        self._to(labels.device)
-        self._state["confusion"] += torch.bincount(idx, minlength=c * c).view(c, c)
+        self.accumulate("confusion", torch.bincount(idx, minlength=c * c).view(c, c))
 
     def per_class(self) -> Tensor:
-        """(C,) IoU per class (rows of the confusion matrix are targets), NaN when skipped."""
-        conf = self.synced_state()["confusion"].double()
-        tp = conf.diag()
-        union = conf.sum(0) + conf.sum(1) - tp
-        return torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
+        """(C,) IoU per class (rows of the confusion matrix are targets), NaN when skipped.
 
-    def compute(self) -> float:
-        iou = self.per_class()
+        Synced like ``compute()``.
+        """
+        return _iou_per_class(self.synced_state()["confusion"])
+
+    def _compute(self, state: dict[str, Tensor]) -> Tensor:
+        iou = _iou_per_class(state["confusion"])
         keep = ~iou.isnan()
-        return float("nan") if not bool(keep.any()) else float(iou[keep].mean())
+        return iou[keep].mean() if bool(keep.any()) else iou.new_tensor(float("nan"))
 
-    def __repr__(self) -> str:
-        return f"MeanIoU(num_classes={self.num_classes}, ignore_index={self.ignore_index})"
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, ignore_index={self.ignore_index}"
+
+
+def _iou_per_class(confusion: Tensor) -> Tensor:
+    conf = confusion.double()
+    tp = conf.diag()
+    union = conf.sum(0) + conf.sum(1) - tp
+    return torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
