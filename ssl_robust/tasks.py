@@ -37,7 +37,7 @@ from .adaptors.base import Adaptor
 from .adaptors.classification import LinearClassifier
 from .adaptors.depth import LinearDepther, feature_view
 from .adaptors.segmentation import LinearSegmenter
-from .attacks import PGD, Attack, DepthPGD, SegPGD
+from .attacks import PGD, Attack, DepthPGD, SegPGD, strong_attack
 from .data.base import DatasetInfo, Task
 from .encoders import Encoder
 from .losses import depth_loss
@@ -83,6 +83,9 @@ class TaskSpec:
         predicted: ``(pred) -> Tensor``, the prediction shown in galleries (labels or depth).
         head_info: ``(head) -> DatasetInfo``, the dataset facts a trained head carries
             (classes, depth range), for metrics and attacks when no dataset info is given.
+        make_strong_attack: ``(model, info, **options) -> Ensemble``, the reliable worst-case
+            evaluation of the task (:func:`~ssl_robust.attacks.strong_attack`, given the
+            dataset's ignore index or depth range).
         encoder_view: ``(encoder) -> Encoder``, the tokens the paper's linear head reads:
             the encoder itself, or for depth the last block's tokens without the final
             LayerNorm (DINOv2's linear depth protocol: ``get_intermediate_layers(n=[last],
@@ -110,6 +113,7 @@ class TaskSpec:
     damage: Callable[[Tensor, Tensor, DatasetInfo], Tensor]
     predicted: Callable[[Tensor], Tensor]
     head_info: Callable[[nn.Module], DatasetInfo]
+    make_strong_attack: Callable[..., Any]
     encoder_view: Callable[[Encoder], Encoder] = lambda encoder: encoder
 
     @property
@@ -236,6 +240,9 @@ _TASKS: dict[str, TaskSpec] = {
         damage=_cls_damage,
         predicted=lambda pred: pred.argmax(1),
         head_info=lambda head: _info("classification", head, num_classes=_classes(head)),
+        make_strong_attack=lambda model, info, **kw: strong_attack(
+            model, task="classification", **kw
+        ),
     ),
     "segmentation": TaskSpec(
         name="segmentation",
@@ -264,6 +271,9 @@ _TASKS: dict[str, TaskSpec] = {
         damage=_seg_damage,
         predicted=lambda pred: pred.argmax(1),
         head_info=lambda head: _info("segmentation", head, seg_classes=_classes(head)),
+        make_strong_attack=lambda model, info, **kw: strong_attack(
+            model, task="segmentation", ignore_index=info.ignore_index, **kw
+        ),
     ),
     "depth": TaskSpec(
         name="depth",
@@ -294,6 +304,9 @@ _TASKS: dict[str, TaskSpec] = {
             head,
             min_depth=float(getattr(head, "min_depth", 1e-3)),
             max_depth=float(getattr(head, "max_depth", 10.0)),
+        ),
+        make_strong_attack=lambda model, info, **kw: strong_attack(
+            model, task="depth", min_depth=info.min_depth, max_depth=info.max_depth, **kw
         ),
         encoder_view=_unnormed_last_block,
     ),

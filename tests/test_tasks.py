@@ -42,6 +42,12 @@ def test_each_spec_builds_consistent_parts(task, key, tokens, head, attack, metr
     assert isinstance(spec.make_metric(INFO), metric)
     assert spec.arrow == ("↑" if higher else "↓")
     assert spec.head_info(h).tasks == (task,)
+    strong = spec.make_strong_attack(model, INFO, steps=1)
+    x = torch.rand(2, 3, 16, 16)
+    target = {"label": torch.tensor([0, 1]), "mask": torch.randint(0, 4, (2, 16, 16)),
+              "depth": torch.rand(2, 16, 16) * 5 + 1}[key]  # fmt: skip
+    adv = strong(x, target)
+    assert adv.shape == x.shape and float((adv - x).abs().max()) <= 8 / 255 + 1e-6
 
 
 def test_per_sample_criteria_match_independent_formulas() -> None:
