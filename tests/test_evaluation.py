@@ -150,20 +150,6 @@ def test_two_gloo_ranks_equal_one_process(tmp_path) -> None:
     assert torch.equal(got["adv"], single.kept["depth"]["adv/task"])  # rank 0's 2 kept samples
 
 
-def test_the_docs_snippets_run() -> None:
-    import re
-    from pathlib import Path
-
-    docs = Path(__file__).resolve().parents[1] / "docs"
-    evaluation = re.findall(r"```python\n(.*?)```", (docs / "evaluation.md").read_text(), re.S)
-    data = (docs / "data.md").read_text()
-    section = data[data.index("## One data path") : data.index("## Layouts")]
-    for code in [*evaluation, *re.findall(r"```python\n(.*?)```", section, re.S)]:
-        namespace: dict[str, object] = {}
-        exec(compile(code, "docs snippet", "exec"), namespace)
-    assert namespace["model"] is not None
-
-
 def test_restarts_run_and_stay_deterministic() -> None:
     from ssl_robust.attacks import PGD
 
