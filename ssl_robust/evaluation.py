@@ -57,7 +57,8 @@ class EvalResult:
         headline: the same as floats (the task's headline metric, e.g. RMSE for depth).
         kept: ``kept[model]``: the first ``keep`` samples (global order) held by this rank:
             ``images``, ``target``, and per condition ``adv/<name>`` (attacked images) and
-            ``pred/<condition>`` (predicted labels or depth).
+            ``pred/<condition>`` (predicted labels or depth); images of different sizes are
+            padded at the bottom/right (0, or 255 for integer masks).
         samples: number of samples evaluated (all ranks).
         seconds: wall time spent in each attack on this rank.
         world_size: number of ranks that took part.
@@ -236,6 +237,21 @@ class _Keeper:
         if self.n:
             rows = value[: self.n].detach()
             self.store.setdefault(key, []).append((transform(rows) if transform else rows).cpu())
+
+
+def _stack(rows: list[Tensor]) -> Tensor:
+    """Concatenate kept batches; images of different sizes are padded at the bottom/right
+    (0 for images and depth, 255 — the ignore index — for integer masks and labels)."""
+    if len({tuple(r.shape[1:]) for r in rows}) <= 1:
+        return torch.cat(rows)
+    h = max(int(r.shape[-2]) for r in rows)
+    w = max(int(r.shape[-1]) for r in rows)
+    fill = [255 if not r.is_floating_point() else 0 for r in rows]
+    padded = [
+        torch.nn.functional.pad(r, (0, w - r.shape[-1], 0, h - r.shape[-2]), value=v)
+        for r, v in zip(rows, fill, strict=True)
+    ]
+    return torch.cat(padded)
 
 
 def _new_metric(metric: MetricLike | None, spec: TaskSpec, info: DatasetInfo) -> Metric[Any]:
@@ -428,7 +444,7 @@ def evaluate(
     return EvalResult(
         values=values,
         headline=headline,
-        kept={n: {k: torch.cat(v) for k, v in kept[n].items()} for n in named},
+        kept={n: {k: _stack(v) for k, v in kept[n].items()} for n in named},
         samples=int(counts.item()),
         seconds=seconds,
         world_size=world,

@@ -301,3 +301,50 @@ def test_a_failing_rank_stops_every_rank_with_its_error(tmp_path):
     proc = subprocess.run(cmd, timeout=120, env=env, capture_output=True, text=True)
     assert proc.returncode != 0
     assert "rank 1 fails on purpose" in proc.stderr
+
+
+def test_full_images_are_evaluated_whole_by_the_sliding_window(tmp_path):
+    """Segmentation on an ADE20K-layout fixture with images of different sizes: heads train on
+    window crops of the centre crops, evaluation runs on whole images (one per batch)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    base = tmp_path / "ade" / "ADEChallengeData2016"
+    for part, sizes in (
+        ("training", [(20, 28), (24, 20), (18, 30)]),
+        ("validation", [(20, 26), (26, 18)]),
+    ):
+        (base / "images" / part).mkdir(parents=True)
+        (base / "annotations" / part).mkdir(parents=True)
+        for i, (h, w) in enumerate(sizes):
+            img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            Image.fromarray(img).save(base / "images" / part / f"{i}.jpg")
+            ann = rng.integers(0, 4, (h, w), dtype=np.uint8)
+            Image.fromarray(ann).save(base / "annotations" / part / f"{i}.png")
+    spec = BenchSpec(
+        encoders=(EncoderSpecEntry(name="tiny", registry="vit_test"),),
+        datasets=(
+            DatasetSpec(
+                name="ade",
+                dataset="ade20k",
+                root=str(tmp_path / "ade"),
+                tasks=("segmentation",),
+                image_size=16,
+                window=8,
+                full_images=True,
+            ),
+        ),
+        attack=AttackSpec(steps=1, curve_eps=(2 / 255,), curve_subset=2),
+        heads={"segmentation": HeadSpec(epochs=1, batch_size=2)},
+        eval=EvalSpec(subset=None, batch_size=4, gallery=2),
+        threads=1,
+    )
+    res = run_benchmark(spec, out=tmp_path / "out", progress=False)
+    (row,) = res["rows"]
+    assert all(0.0 <= row[k] <= 1.0 for k in ("clean", "embed_attack", "task_attack"))
+    gallery = torch.load(tmp_path / "out" / res["galleries"][0]["file"], weights_only=True)
+    # two whole images, 20×26 and 26×18 resized to 16×20 and 23×16: padded to 23×20
+    assert tuple(gallery["images"].shape) == (2, 3, 23, 20)
+    assert tuple(gallery["target"].shape) == (2, 23, 20)
+    assert int(gallery["target"][0, 16:].min()) == 255  # the padding is ignored

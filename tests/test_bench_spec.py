@@ -205,6 +205,7 @@ def test_paper_config_parses():
     assert datasets["imagenet"].tasks == ()
     for name in ("ade20k", "cityscapes", "voc2012"):  # crops consistent with the window
         assert datasets[name].window == 224 and datasets[name].image_size == 448
+        assert datasets[name].full_images  # whole images, as the paper evaluates
 
 
 @pytest.mark.parametrize("cmd", [[], ["bench"], ["deacl"], ["report"]])

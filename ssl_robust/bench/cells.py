@@ -12,11 +12,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from ..attacks import Attack, EmbedAttack
 from ..data.base import DatasetInfo, SampleDataset
-from ..encoders import Encoder
+from ..encoders import Encoder, EncoderOutput
 from ..evaluation import EvalResult, evaluate, head_of
 from ..runtime import rank_world
 from ..tasks import get_task
@@ -26,6 +27,36 @@ from .spec import DatasetSpec, EncoderSpecEntry
 __all__ = ["evaluate_cells"]
 
 logger = logging.getLogger("ssl_robust.bench")
+
+
+class _WindowedEncoder(nn.Module):
+    """The encoder's tokens over the sliding windows of each image, concatenated per image:
+    what EmbedAttack perturbs when the heads see whole images through a sliding window
+    (cls: (B, n_windows * D), patches: (B, n_windows * N, D))."""
+
+    def __init__(self, encoder: Encoder, window: int, stride: int) -> None:
+        super().__init__()
+        self.encoder, self.window, self.stride = encoder, window, stride
+
+    def _starts(self, length: int) -> list[int]:
+        last = max(length - self.window, 0)
+        starts = list(range(0, last + 1, self.stride))
+        return starts if starts[-1] == last else [*starts, last]
+
+    def forward(self, images: Tensor) -> EncoderOutput:
+        b, _, h, w = images.shape
+        x = F.pad(images, (0, max(self.window - w, 0), 0, max(self.window - h, 0)))
+        crops = [
+            x[:, :, y : y + self.window, c : c + self.window]
+            for y in self._starts(x.shape[-2])
+            for c in self._starts(x.shape[-1])
+        ]
+        out = self.encoder(torch.cat(crops))  # window-major: (n * B, ...)
+        n = len(crops)
+        cls = out.cls.reshape(n, b, -1).transpose(0, 1).reshape(b, -1)
+        patches = out.patches.reshape(n, b, *out.patches.shape[1:]).transpose(0, 1)
+        patches = patches.reshape(b, -1, patches.shape[-1])
+        return EncoderOutput(cls, patches, (1, int(patches.shape[1])))
 
 
 def _task_attack(ctx: RunContext, info: DatasetInfo, eps: float) -> Callable[[nn.Module], Attack]:
@@ -38,14 +69,15 @@ def _task_attack(ctx: RunContext, info: DatasetInfo, eps: float) -> Callable[[nn
 
 
 def _attacks(
-    ctx: RunContext, encoder: Encoder, tokens: str, info: DatasetInfo, eps: float, suffix: str
+    ctx: RunContext, encoder: nn.Module, tokens: str, info: DatasetInfo, eps: float, suffix: str
 ) -> dict[str, Attack | Callable[[nn.Module], Attack]]:
     embed = EmbedAttack(encoder, tokens=tokens, **ctx.attack_options(eps))  # type: ignore[arg-type]
     return {f"embed_attack{suffix}": embed, f"task_attack{suffix}": _task_attack(ctx, info, eps)}
 
 
-def _loader(ctx: RunContext, data: Any) -> torch.utils.data.DataLoader[Any]:
-    return torch.utils.data.DataLoader(data, batch_size=ctx.spec.eval.batch_size)
+def _loader(ctx: RunContext, data: Any, ds: DatasetSpec) -> torch.utils.data.DataLoader[Any]:
+    size = 1 if ds.full_images else ctx.spec.eval.batch_size  # whole images differ in size
+    return torch.utils.data.DataLoader(data, batch_size=size)
 
 
 def evaluate_cells(
@@ -63,13 +95,16 @@ def evaluate_cells(
     for task in models:
         groups.setdefault(get_task(task).tokens, []).append(task)
     ident = {"dataset": ds.name, "encoder": entry.name, "encoder_type": entry.encoder_type}
+    target: nn.Module = encoder  # what EmbedAttack perturbs
+    if ds.full_images and ds.window is not None:
+        target = _WindowedEncoder(encoder, ds.window, ds.window // 2)
     a = ctx.spec.attack
     for tokens, tasks in groups.items():
         group = {t: models[t] for t in tasks}
         res = evaluate(
             group,
-            _loader(ctx, data),
-            attacks=_attacks(ctx, encoder, tokens, info, a.eps, ""),
+            _loader(ctx, data, ds),
+            attacks=_attacks(ctx, target, tokens, info, a.eps, ""),
             info=info,
             seed=ctx.spec.seed,
             keep=ctx.spec.eval.gallery,
@@ -80,18 +115,19 @@ def evaluate_cells(
         ctx.store.results.setdefault("timings", {}).setdefault("embed_attacks", []).append(
             {**ident, "tokens": tokens, "seconds": res.seconds["embed_attack"], "heads": len(tasks)}
         )
-        curves = _curves(ctx, encoder, tokens, info, group, data) if a.curve_eps else None
+        curves = _curves(ctx, target, tokens, info, group, data, ds) if a.curve_eps else None
         for task in tasks:
             _store_task(ctx, ident, task, res, curves)
 
 
 def _curves(
     ctx: RunContext,
-    encoder: Encoder,
+    encoder: nn.Module,
     tokens: str,
     info: DatasetInfo,
     group: dict[str, nn.Module],
     data: SampleDataset,
+    ds: DatasetSpec,
 ) -> EvalResult:
     a = ctx.spec.attack
     prefix = torch.utils.data.Subset(data, range(min(a.curve_subset, len(data))))
@@ -100,7 +136,7 @@ def _curves(
         attacks.update(_attacks(ctx, encoder, tokens, info, eps, f"@{eps!r}"))
     return evaluate(
         group,
-        _loader(ctx, prefix),
+        _loader(ctx, prefix, ds),
         attacks=attacks,
         info=info,
         seed=ctx.spec.seed,

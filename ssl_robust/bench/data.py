@@ -5,16 +5,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from torchvision.transforms import v2
+
 from .. import _checks
-from ..data import create_dataset, eval_transform
+from ..data import as_tv_tensors, create_dataset, eval_transform
 from ..data.base import DatasetInfo, Sample, SampleDataset
 from .spec import DatasetSpec
 
 __all__ = ["InMemory", "dataset_info", "open_dataset", "open_images"]
 
 
-def open_dataset(ds: DatasetSpec, split: str, *, subset: int | None, seed: int) -> SampleDataset:
-    """The ``split`` of a spec's dataset at its image size (see :func:`open_images`)."""
+def open_dataset(
+    ds: DatasetSpec, split: str, *, subset: int | None, seed: int, full: bool = False
+) -> SampleDataset:
+    """The ``split`` of a spec's dataset at its image size (see :func:`open_images`); with
+    ``full``, whole images (shorter side resized, no crop)."""
     return open_images(
         ds.dataset,
         ds.root,
@@ -23,6 +28,7 @@ def open_dataset(ds: DatasetSpec, split: str, *, subset: int | None, seed: int) 
         options=ds.options,
         subset=subset,
         seed=seed,
+        full=full,
     )
 
 
@@ -35,13 +41,17 @@ def open_images(
     options: Mapping[str, Any],
     subset: int | None,
     seed: int,
+    full: bool = False,
 ) -> SampleDataset:
     """A registry dataset at a fixed size: ``shapes`` renders at it, the others are resized
-    (shorter side) and centre-cropped to it, so samples batch together."""
+    (shorter side) and centre-cropped to it, so samples batch together; with ``full`` they
+    are only resized (shorter side to ``image_size``, aspect kept: whole images)."""
     opts = dict(options)
-    transform = None
+    transform: Any = None
     if name == "shapes":
         opts.setdefault("image_size", image_size)
+    elif full:
+        transform = v2.Compose([as_tv_tensors, v2.Resize(image_size, antialias=True)])
     else:
         transform = eval_transform(image_size)
     return create_dataset(name, root, split, transform=transform, subset=subset, seed=seed, **opts)

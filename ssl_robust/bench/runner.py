@@ -118,7 +118,10 @@ def run_benchmark(
             if not todo:
                 logger.info("skip %s × %s (done)", entry.name, ds.name)
                 continue
-            data = open_dataset(ds, ds.eval_split, subset=spec.eval.subset, seed=spec.eval.seed)
+            data = open_dataset(
+                ds, ds.eval_split, subset=spec.eval.subset, seed=spec.eval.seed,
+                full=ds.full_images,
+            )  # fmt: skip
             info = dataset_info(data)
             missing = [t for t in todo if t not in info.tasks]
             if missing:

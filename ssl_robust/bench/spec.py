@@ -180,6 +180,10 @@ class DatasetSpec:
         window: for tasks whose heads train on random crops (segmentation): the crop size
             of head training and the window of sliding-window evaluation (stride: half of
             it); a multiple of the patch size, at most ``image_size``. None: whole images.
+        full_images: evaluate whole images (shorter side resized to ``image_size``, aspect
+            kept, no centre crop), one image per batch (the sliding window batches the
+            windows); the paper's full-resolution segmentation evaluation. Heads still train
+            on the centre-cropped ``image_size`` images (and ``window`` crops of them).
         options: extra ``create_dataset`` keywords (``shapes``: size, ...).
 
     A dataset entry with no tasks is only read for DeACL fine-tuning (``deacl.dataset``).
@@ -193,6 +197,7 @@ class DatasetSpec:
     eval_split: str = "val"
     image_size: int = 224
     window: int | None = None
+    full_images: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
