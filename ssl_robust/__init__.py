@@ -8,7 +8,7 @@ budgets are on the same [0, 1] scale (eps=8/255). The benchmark runner lives in
 >>> from ssl_robust.attacks import PGD, EmbedAttack, SegPGD, DepthPGD
 """
 
-from . import adaptors, attacks, data, defenses, encoders, losses, metrics
+from . import adaptors, attacks, data, defenses, encoders, losses, metrics, runtime, tasks
 from ._checks import (
     SSLRobustRuntimeError,
     SSLRobustTypeError,
@@ -31,6 +31,7 @@ from .attacks import (
 from .data import create_dataset, list_datasets
 from .defenses import DeACLConfig, DeACLTrainer
 from .encoders import Encoder, EncoderOutput, VisionTransformer, create_encoder, list_encoders, wrap
+from .evaluation import EvalResult, evaluate
 from .metrics import Accuracy, DepthMetrics, MeanIoU
 
 __version__ = "0.1.0.dev0"
@@ -49,6 +50,7 @@ __all__ = [
     "Encoder",
     "EncoderOutput",
     "Ensemble",
+    "EvalResult",
     "LinearClassifier",
     "LinearDepther",
     "LinearSegmenter",
@@ -67,13 +69,16 @@ __all__ = [
     "data",
     "defenses",
     "encoders",
+    "evaluate",
     "fit",
     "input_checks_enabled",
     "list_datasets",
     "list_encoders",
     "losses",
     "metrics",
+    "runtime",
     "set_input_checks",
     "strong_attack",
+    "tasks",
     "wrap",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -33,13 +34,23 @@ def _bench(args: argparse.Namespace) -> int:
     if args.device:
         spec = replace(spec, device=args.device)
     out = Path(args.out) if args.out else Path(spec.out)
-    print(
-        f"ssl-robust bench: {len(spec.encoders)} encoder(s) × {len(spec.datasets)} "
-        f"dataset(s) → {out}"
-    )
+    if args.dry_run:
+        from .bench.plan import plan_benchmark
+
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        print(plan_benchmark(spec, world_size=world).summary())
+        print(f"config OK: datasets, weights and memory checked; outputs would go to {out}")
+        return 0
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
+    if main_rank:
+        print(
+            f"ssl-robust bench: {len(spec.encoders)} encoder(s) × {len(spec.datasets)} "
+            f"dataset(s) → {out}"
+        )
     results = run_benchmark(spec, out=out, force=args.force, progress=not args.no_progress)
-    print(_summary(results))
-    print(f"wrote {out / 'results.json'}, {out / 'tables.md'} and figures in {out / 'figures'}")
+    if main_rank:
+        print(_summary(results))
+        print(f"wrote {out / 'results.json'}, {out / 'tables.md'} and figures in {out / 'figures'}")
     return 0
 
 
@@ -80,10 +91,11 @@ class _DeACLData:
 def _deacl(args: argparse.Namespace) -> int:
     import torch
 
-    from .bench._io import ImagesOnly, open_images
+    from .bench.data import open_images
     from .bench.spec import _build, parse_budget, read_toml
     from .defenses import DeACLConfig, DeACLTrainer
     from .encoders import create_encoder
+    from .runtime import init_distributed, is_main, rank_world
 
     path = Path(args.config)
     if not path.is_file():
@@ -103,7 +115,13 @@ def _deacl(args: argparse.Namespace) -> int:
             cfg[key] = parse_budget(f"deacl.{key}", cfg[key])
     config = _build(DeACLConfig, cfg, "deacl")
     out = Path(args.out or raw.get("out", "deacl_run"))
-    device = torch.device(args.device or raw.get("device", "cpu"))
+    device = init_distributed(args.device or raw.get("device", "cpu"))
+    world = rank_world()[1]
+    if data.batch_size % world:
+        raise _checks.SSLRobustValueError(
+            f"data.batch_size={data.batch_size} must be divisible by the number of ranks "
+            f"({world}): it is the global batch, split evenly"
+        )
     student = create_encoder(
         enc.registry, checkpoint_path=enc.weights, pretrained=enc.pretrained, **enc.options
     ).to(device)
@@ -116,10 +134,16 @@ def _deacl(args: argparse.Namespace) -> int:
         subset=data.subset,
         seed=config.seed,
     )
+    sampler: torch.utils.data.Sampler[int] | None = (
+        torch.utils.data.distributed.DistributedSampler(dataset, seed=config.seed)
+        if world > 1
+        else None
+    )
     loader = torch.utils.data.DataLoader(
-        ImagesOnly(dataset),
-        batch_size=data.batch_size,
-        shuffle=True,
+        dataset,
+        batch_size=data.batch_size // world,
+        shuffle=sampler is None,
+        sampler=sampler,
         drop_last=True,
         generator=torch.Generator().manual_seed(config.seed),
     )
@@ -127,6 +151,8 @@ def _deacl(args: argparse.Namespace) -> int:
     history = trainer.fit(
         loader, checkpoint_dir=out, overwrite=args.force, progress=not args.no_progress
     )
+    if not is_main():
+        return 0
     exported = trainer.export_student(out / "student.pt")
     for rec in history:
         print(
@@ -196,7 +222,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--config", help="TOML benchmark config (see configs/ and docs/benchmark.md)")
     b.add_argument("--out", help="output directory (default: the config's `out`)")
-    b.add_argument("--device", choices=("cpu", "cuda"), help="override the config's device")
+    b.add_argument(
+        "--device", help="override the config's device: cpu, cuda, cuda:N or mps (checked)"
+    )
+    b.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check dataset roots, weights files and the memory estimate, print the plan, "
+        "and stop (nothing is trained or attacked)",
+    )
     b.add_argument(
         "--force", action="store_true", help="discard results of a different config in --out"
     )
@@ -212,7 +246,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--config", required=True, help="TOML DeACL config")
     d.add_argument("--out", help="output directory (default: the config's `out`)")
-    d.add_argument("--device", choices=("cpu", "cuda"))
+    d.add_argument("--device", help="cpu, cuda, cuda:N or mps (checked)")
     d.add_argument(
         "--force",
         action="store_true",

@@ -179,55 +179,172 @@ def test_missing_dataset_root_is_reported(tmp_path):
         run_benchmark(spec, out=tmp_path / "o", progress=False)
 
 
-WORKER = """
-import json, sys
-import torch.distributed as dist
-sys.path.insert(0, {tests!r})
-from test_bench_runner import tiny_spec
-from ssl_robust.bench import run_benchmark
-dist.init_process_group("gloo")
-res = run_benchmark(tiny_spec(deacl=False, curve=False), out=sys.argv[1], progress=False,
-                    render=False)
-with open(f"{{sys.argv[1]}}/rows_rank{{dist.get_rank()}}.json", "w") as f:
-    json.dump(res["rows"], f)
-dist.barrier()
-dist.destroy_process_group()
+TINY_TOML = """
+threads = 1
+[attack]
+steps = 2
+curve_eps = []
+[eval]
+subset = 8
+batch_size = 4
+gallery = 2
+[heads.classification]
+epochs = 1
+train_size = 16
+batch_size = 8
+[heads.segmentation]
+epochs = 1
+train_size = 16
+batch_size = 8
+[heads.depth]
+epochs = 1
+train_size = 16
+batch_size = 8
+[[encoders]]
+name = "tiny"
+registry = "vit_test"
+[[datasets]]
+name = "shapes"
+dataset = "shapes"
+tasks = ["classification", "segmentation", "depth"]
+image_size = 16
+options = { size = 32 }
 """
 
 
-def test_torchrun_shards_the_evaluation_and_all_reduces_metrics(tmp_path):
+def test_torchrun_runs_one_benchmark_equal_to_the_single_process_run(tmp_path):
+    """`torchrun -m ssl_robust bench`: the library joins the group itself, shards the
+    evaluation, all-reduces the metrics; rank 0 writes results equal to a 1-process run."""
+    import os
+    import subprocess
+    import sys
+
+    from ssl_robust.bench import load_spec
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_TOML)
+    out = tmp_path / "dist"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29517", "-m", "ssl_robust", "bench", "--config", str(config),
+           "--out", str(out), "--no-progress"]  # fmt: skip
+    proc = subprocess.run(cmd, timeout=240, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dist_res = load_results(out)
+    assert dist_res["world_size"] == 2
+    single = run_benchmark(load_spec(config), out=tmp_path / "one", progress=False, render=False)
+    assert single["world_size"] == 1
+    assert len(dist_res["rows"]) == len(single["rows"]) == 3
+    for a, b in zip(dist_res["rows"], single["rows"], strict=True):
+        for key in ("clean", "embed_attack", "task_attack"):
+            assert a[key] == pytest.approx(b[key], rel=1e-9, abs=1e-12), (a["task"], key)
+    for sub in ("heads", "galleries"):
+        assert sorted(p.name for p in (out / sub).iterdir()) == sorted(
+            p.name for p in (tmp_path / "one" / sub).iterdir()
+        )
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_window_trains_segmentation_on_crops_and_evaluates_by_sliding_window(tmp_path):
+    import dataclasses
+
+    from ssl_robust.adaptors import SlidingWindow
+    from ssl_robust.bench.context import RunContext
+    from ssl_robust.bench.data import dataset_info, open_dataset
+    from ssl_robust.bench.heads import trained_model
+    from ssl_robust.bench.store import ResultsStore
+    from ssl_robust.encoders import create_encoder
+
+    base = tiny_spec(deacl=False, curve=False)
+    ds = dataclasses.replace(base.datasets[0], tasks=("segmentation", "depth"), window=8)
+    spec = dataclasses.replace(base, datasets=(ds,))
+    store = ResultsStore(tmp_path, spec)
+    store.prepare(force=False)
+    ctx = RunContext(spec=spec, store=store, device=torch.device("cpu"), progress=False)
+    enc = create_encoder("vit_test").eval()
+    info = dataset_info(open_dataset(ds, "val", subset=4, seed=0))
+    seg = trained_model(ctx, "tiny", enc, ds, "segmentation", info)
+    depth = trained_model(ctx, "tiny", enc, ds, "depth", info)
+    assert isinstance(seg, SlidingWindow) and seg.window == (8, 8) and seg.stride == (4, 4)
+    assert seg(torch.rand(2, 3, 16, 16)).shape == (2, info.seg_classes, 16, 16)
+    # the depth head reads the last block without the final norm (DINOv2's linear protocol)
+    assert depth.encoder.output_norm is False and enc.output_norm is True
+    res = run_benchmark(spec, out=tmp_path / "run", progress=False, render=False)
+    assert [r["task"] for r in res["rows"]] == ["segmentation", "depth"]
+    assert all(math.isfinite(r[k]) for r in res["rows"] for k in ("clean", "task_attack"))
+
+
+FAILING_WORKER = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from test_bench_runner import tiny_spec
+from ssl_robust.bench import run_benchmark
+if os.environ["RANK"] == "1":
+    raise RuntimeError("rank 1 fails on purpose")
+run_benchmark(tiny_spec(deacl=False, curve=False), out=sys.argv[1], progress=False)
+"""
+
+
+def test_a_failing_rank_stops_every_rank_with_its_error(tmp_path):
+    """Rank 0 waits in the runner's first collective; rank 1 dies: torchrun ends both."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
     worker = tmp_path / "worker.py"
-    worker.write_text(WORKER.format(tests=str(Path(__file__).parent)))
-    out = tmp_path / "dist"
+    worker.write_text(FAILING_WORKER.format(tests=str(Path(__file__).parent)))
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "29517",
-            str(worker),
-            str(out),
-        ],
-        check=True,
-        timeout=240,
-        env=env,
-        capture_output=True,
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29541", str(worker), str(tmp_path / "out")]  # fmt: skip
+    # a hang would raise subprocess.TimeoutExpired
+    proc = subprocess.run(cmd, timeout=120, env=env, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "rank 1 fails on purpose" in proc.stderr
+
+
+def test_full_images_are_evaluated_whole_by_the_sliding_window(tmp_path):
+    """Segmentation on an ADE20K-layout fixture with images of different sizes: heads train on
+    window crops of the centre crops, evaluation runs on whole images (one per batch)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    base = tmp_path / "ade" / "ADEChallengeData2016"
+    for part, sizes in (
+        ("training", [(20, 28), (24, 20), (18, 30)]),
+        ("validation", [(20, 26), (26, 18)]),
+    ):
+        (base / "images" / part).mkdir(parents=True)
+        (base / "annotations" / part).mkdir(parents=True)
+        for i, (h, w) in enumerate(sizes):
+            img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            Image.fromarray(img).save(base / "images" / part / f"{i}.jpg")
+            ann = rng.integers(0, 4, (h, w), dtype=np.uint8)
+            Image.fromarray(ann).save(base / "annotations" / part / f"{i}.png")
+    spec = BenchSpec(
+        encoders=(EncoderSpecEntry(name="tiny", registry="vit_test"),),
+        datasets=(
+            DatasetSpec(
+                name="ade",
+                dataset="ade20k",
+                root=str(tmp_path / "ade"),
+                tasks=("segmentation",),
+                image_size=16,
+                window=8,
+                full_images=True,
+            ),
+        ),
+        attack=AttackSpec(steps=1, curve_eps=(2 / 255,), curve_subset=2),
+        heads={"segmentation": HeadSpec(epochs=1, batch_size=2)},
+        eval=EvalSpec(subset=None, batch_size=4, gallery=2),
+        threads=1,
     )
-    rank0 = json.loads((out / "rows_rank0.json").read_text())
-    rank1 = json.loads((out / "rows_rank1.json").read_text())
-    assert rank0 == rank1  # every rank reports the all-reduced metrics
-    single = run_benchmark(
-        tiny_spec(deacl=False, curve=False), out=tmp_path / "one", progress=False, render=False
-    )
-    for a, b in zip(rank0, single["rows"], strict=True):
-        # clean metrics over the sharded subset equal the single-process ones exactly
-        assert a["clean"] == pytest.approx(b["clean"], abs=1e-9), a["task"]
+    res = run_benchmark(spec, out=tmp_path / "out", progress=False)
+    (row,) = res["rows"]
+    assert all(0.0 <= row[k] <= 1.0 for k in ("clean", "embed_attack", "task_attack"))
+    gallery = torch.load(tmp_path / "out" / res["galleries"][0]["file"], weights_only=True)
+    # two whole images, 20×26 and 26×18 resized to 16×20 and 23×16: padded to 23×20
+    assert tuple(gallery["images"].shape) == (2, 3, 23, 20)
+    assert tuple(gallery["target"].shape) == (2, 23, 20)
+    assert int(gallery["target"][0, 16:].min()) == 255  # the padding is ignored

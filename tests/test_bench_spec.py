@@ -165,8 +165,19 @@ def test_dataclass_validation():
             encoders=(EncoderSpecEntry(name="a"),),
             datasets=(DatasetSpec("d", "shapes", ("depth",)),),
         )
-    with pytest.raises(ValueError, match="lists no tasks"):
-        DatasetSpec("d", "shapes", ())
+    with pytest.raises(ValueError, match="one dataset with tasks"):
+        BenchSpec(
+            encoders=(EncoderSpecEntry(name="a", registry="vit_test"),),
+            datasets=(DatasetSpec("d", "shapes", ()),),  # a DeACL-only dataset alone
+        )
+    with pytest.raises(ValueError, match="window must be at most image_size=32; got 64"):
+        DatasetSpec("d", "shapes", ("segmentation",), image_size=32, window=64)
+    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda', 'cuda:N' or 'mps'"):
+        BenchSpec(
+            encoders=(EncoderSpecEntry(name="a", registry="vit_test"),),
+            datasets=(DatasetSpec("d", "shapes", ("depth",)),),
+            device="gpu",
+        )
 
 
 def test_paper_config_parses():
@@ -178,6 +189,7 @@ def test_paper_config_parses():
         "dino_vitb16_deacl",
     }
     assert {d.name for d in spec.datasets} == {
+        "imagenet",
         "cifar10",
         "cifar100",
         "stl10",
@@ -187,6 +199,13 @@ def test_paper_config_parses():
         "nyu_depth_v2",
     }
     assert spec.attack.eps == pytest.approx(8 / 255)
+    deacl = next(e.deacl for e in spec.encoders if e.deacl is not None)
+    assert deacl.dataset == "imagenet" and deacl.batch_size == 128  # §4.2: ImageNet fine-tuning
+    datasets = {d.name: d for d in spec.datasets}
+    assert datasets["imagenet"].tasks == ()
+    for name in ("ade20k", "cityscapes", "voc2012"):  # crops consistent with the window
+        assert datasets[name].window == 224 and datasets[name].image_size == 448
+        assert datasets[name].full_images  # whole images, as the paper evaluates
 
 
 @pytest.mark.parametrize("cmd", [[], ["bench"], ["deacl"], ["report"]])
@@ -251,3 +270,23 @@ def test_cli_deacl_fine_tunes_and_exports_loadable_weights(tmp_path, capsys):
     bad = _write(tmp_path, DEACL_TOML.format(out=tmp_path / "r2").replace("steps = 1", "stepz = 1"))
     assert main(["deacl", "--config", str(bad)]) == 2
     assert "unknown key 'stepz' in deacl" in capsys.readouterr().err
+
+
+def test_default_spec_loads_the_shipped_deacl_weights():
+    import torch
+
+    from ssl_robust.bench.spec import DEFAULT_DEACL_WEIGHTS
+    from ssl_robust.data import create_dataset
+    from ssl_robust.encoders import create_encoder
+
+    deacl = default_spec().encoders[1].deacl
+    assert deacl is not None and deacl.checkpoint == str(DEFAULT_DEACL_WEIGHTS)
+    assert default_spec(fine_tune=True).encoders[1].deacl.checkpoint is None  # type: ignore[union-attr]
+    base = create_encoder("vit_tiny_shapes", pretrained=True).eval()
+    tuned = create_encoder("vit_tiny_shapes").eval()
+    tuned.load_state_dict(torch.load(DEFAULT_DEACL_WEIGHTS, weights_only=True))  # strict
+    data = create_dataset("shapes", split="val", size=16, image_size=32, contrast=0.35)
+    x = torch.stack([data[i]["image"] for i in range(16)])
+    with torch.no_grad():
+        cos = torch.cosine_similarity(tuned(x).cls, base(x).cls, dim=1).mean()
+    assert 0.5 < float(cos) < 0.9999  # fine-tuned: moved, yet aligned with the teacher

@@ -176,16 +176,16 @@ def test_export_student_is_a_plain_dino_state_dict(tmp_path: Path) -> None:
     ("batches", "error", "match"),
     [
         (
-            [{"image": torch.rand(2, 3, 16, 16)}],
-            SSLRobustTypeError,
-            "must yield image batches.*dict",
+            [{"img": torch.rand(2, 3, 16, 16)}],
+            SSLRobustValueError,
+            r"no 'image': its keys are \['img'\]",
         ),
         (
             [(torch.zeros(2, dtype=torch.long), torch.rand(2, 3, 16, 16))],
             SSLRobustTypeError,
             "float",
         ),
-        ([["a", "b"]], SSLRobustTypeError, "first item is str"),
+        ([["a", "b"]], SSLRobustTypeError, "must be a tensor.*got str"),
         ([X2 * 255], SSLRobustValueError, "0–255"),
         ([], SSLRobustValueError, "no batches"),
     ],

@@ -17,8 +17,17 @@ RUNNABLE = [
     ("docs/metrics.md", "## Logging from a user's loop"),
     ("docs/encoders.md", ""),
     ("docs/data.md", "## Transforms: torchvision v2 on `tv_tensors`"),
+    ("docs/data.md", "## One data path"),
+    ("docs/evaluation.md", ""),
+    ("docs/evaluation.md", "## One place per task"),
 ]
-OPENS_WITH_SNIPPET = ("docs/attacks.md", "docs/encoders.md", "docs/heads.md", "docs/metrics.md")
+OPENS_WITH_SNIPPET = (
+    "docs/attacks.md",
+    "docs/encoders.md",
+    "docs/evaluation.md",
+    "docs/heads.md",
+    "docs/metrics.md",
+)
 
 
 def _block_after(page: str, heading: str) -> str:

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .. import _checks
-from ..losses.depth import _depth_loss
+from ..data.base import Task
+from ..data.batches import unpack_batch
+from ..runtime import progress_bar, tick
+from ._features import FeatureCache
 from .base import TaskModel
 
 __all__ = ["PRESETS", "FitPreset", "fit"]
 
 logger = logging.getLogger("ssl_robust.adaptors")
-
-Task = Literal["classification", "segmentation", "depth"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ class FitPreset:
     vflip: bool
     crop: bool
 
+
+_CACHE_BYTES = 1 << 30  # largest feature cache fit builds by itself
 
 #: The paper's head-training settings, per task.
 PRESETS: dict[str, FitPreset] = {
@@ -75,41 +77,6 @@ def _crop(
     return images[bi, :, rows, cols].permute(0, 3, 1, 2), target[bi, rows, cols]
 
 
-def _loss(task: str, model: TaskModel, out: Tensor, target: Tensor, ignore_index: int) -> Tensor:
-    if task == "classification":
-        return F.cross_entropy(out.float(), target)
-    if task == "segmentation":
-        valid = target != ignore_index
-        ce = F.cross_entropy(out.float(), target.masked_fill(~valid, 0), reduction="none")
-        return (ce * valid).sum() / valid.sum().clamp_min(1)
-    lo = float(getattr(model.adaptor, "min_depth", 0.0))
-    hi = float(getattr(model.adaptor, "max_depth", float("inf")))
-    pred = out[:, 0] if out.ndim == 4 else out
-    mask = (target > lo) & (target <= hi)
-    return _depth_loss(pred, target, mask).mean()
-
-
-def _check_batch(
-    task: str, model: TaskModel, images: Any, target: Any, ignore_index: int
-) -> tuple[Tensor, Tensor]:
-    images = _checks.check_image_tensor(images)
-    b, size = images.shape[0], (images.shape[2], images.shape[3])
-    if task == "classification":
-        labels = _checks.check_labels(target, batch=b, name="target")
-        _checks.check_label_range(labels, int(getattr(model.adaptor, "num_classes", 1 << 62)))
-        return images, labels
-    if task == "segmentation":
-        masks = _checks.check_masks(target, batch=b, size=size, name="target")
-        _checks.check_mask_range(
-            masks,
-            int(getattr(model.adaptor, "num_classes", 1 << 62)),
-            ignore_index=ignore_index,
-            name="target",
-        )
-        return images, masks
-    return images, _checks.check_depth_map(target, batch=b, size=size, name="target")
-
-
 def _ddp_group(model: object) -> Any:
     """The process group of a DistributedDataParallel wrapper (outermost), else None."""
     inner = getattr(model, "_orig_mod", model)
@@ -129,7 +96,7 @@ def _average_grads(params: list[torch.nn.Parameter], group: Any) -> None:
 
 def fit(
     task_model: TaskModel | torch.nn.Module,
-    loader: Iterable[tuple[Tensor, Tensor]] | torch.utils.data.Dataset[Any],
+    loader: Iterable[Any] | torch.utils.data.Dataset[Any],
     *,
     preset: Task | None = None,
     epochs: int | None = None,
@@ -141,6 +108,7 @@ def fit(
     crop_size: int | tuple[int, int] | None = None,
     ignore_index: int = 255,
     generator: torch.Generator | None = None,
+    cache_features: bool | None = None,
     progress: bool = True,
 ) -> dict[str, list[float]]:
     """Train the head of ``task_model`` on a frozen encoder (the paper's linear protocols).
@@ -169,9 +137,12 @@ def fit(
             be ``torch.compile``-d or wrapped in ``DistributedDataParallel`` (the head's
             gradients are then averaged over the DDP process group, so every rank keeps the
             same head) or ``DataParallel``.
-        loader: re-iterable source of ``(images, target)`` batches (a DataLoader, a list), or a
-            Dataset of pairs (batched with the preset's batch size, shuffled by ``generator``).
-            Targets: labels (B,), masks (B, H, W) int64, or depth (B, H, W) / (B, 1, H, W).
+        loader: re-iterable source of batches (a DataLoader, a list): ``(images, target)``
+            pairs, or dict batches of :class:`~ssl_robust.data.Sample` s (a DataLoader over
+            :func:`~ssl_robust.data.create_dataset`), whose target is the task's key
+            (:func:`~ssl_robust.data.unpack_batch`); or a Dataset of either (batched with
+            the preset's batch size, shuffled by ``generator``). Targets: labels (B,), masks
+            (B, H, W) int64, or depth (B, H, W) / (B, 1, H, W).
         preset: ``"classification"``, ``"segmentation"`` or ``"depth"``; default: the head's
             task (a preset for another task is an error).
         epochs, lr, weight_decay, hflip, vflip, crop: override the preset.
@@ -179,6 +150,11 @@ def fit(
             larger than the image leave that dimension uncropped.
         ignore_index: mask label ignored by the segmentation loss.
         generator: source of augmentation randomness; default ``Generator().manual_seed(0)``.
+        cache_features: compute the frozen encoder's features once (per flip combination)
+            instead of every epoch: the same batches (replayed from the DataLoader's sampler)
+            and augmentations, far less compute. ``None`` (default): whenever possible (a
+            DataLoader over a map-style dataset, no random crop smaller than the images,
+            features within 1 GiB); ``True``: required (an error otherwise); ``False``: never.
         progress: show a tqdm bar (when tqdm is installed); epoch losses are always logged
             to the ``ssl_robust.adaptors`` logger at INFO level.
 
@@ -187,8 +163,9 @@ def fit(
 
     Raises:
         SSLRobustTypeError: not a TaskModel, a one-shot iterator as loader, bad batch types.
-        SSLRobustValueError: a preset for another task, bad options, bad batches (mask or
-            depth shape mismatch, labels out of range that are not ``ignore_index``, negative
+        SSLRobustValueError: a preset for another task, bad options, bad batches (a dict
+            batch without the task's target key, mask or depth shape mismatch, labels out
+            of range that are not ``ignore_index``, negative
             depth).
 
     Example:
@@ -219,6 +196,9 @@ def fit(
             f"preset {name!r} does not match the head's task {task!r} "
             f"({type(task_model.adaptor).__name__})"
         )
+    from ..tasks import get_task  # tasks builds heads from this package: look it up late
+
+    spec = get_task(name)
     cfg = PRESETS[name]
     overrides: dict[str, Any] = {}
     if epochs is not None:
@@ -260,38 +240,58 @@ def fit(
     enc_flags = [p.requires_grad for p in enc_params]
     enc_modes = [m.training for m in encoder.modules()]
     history: dict[str, list[float]] = {"loss": []}
-    bar: Any = None
-    if progress:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:  # tqdm is optional
-            tqdm = None
-        if tqdm is not None:
-            bar = tqdm(total=cfg.epochs, desc=f"fit {name}", unit="epoch")
+    bar = progress_bar(cfg.epochs, f"fit {name}", enabled=progress, unit="epoch")
     try:
         for p in enc_params:
             p.requires_grad_(False)
         encoder.eval()
         head.train()
-        for epoch in range(cfg.epochs):
-            total, batches = 0.0, 0
-            for images, target in loader:  # type: ignore[union-attr]
-                images, target = _check_batch(name, task_model, images, target, ignore_index)
-                images, target = images.to(device), target.to(device)
-                if name != "classification" and target.ndim == 4:
-                    target = target[:, 0]
-                if cfg.crop and name != "classification":
+        flips = (cfg.hflip, cfg.vflip)
+
+        def prepare(images: Tensor, target: Any) -> tuple[Tensor, Tensor]:
+            target = spec.check_target(target, images, head, ignore_index)
+            images, target = images.to(device), target.to(device)
+            return images, target[:, 0] if spec.dense and target.ndim == 4 else target
+
+        def from_images() -> Iterator[tuple[Any, Tensor, tuple[int, int]]]:
+            for batch in loader:  # type: ignore[union-attr]
+                images, target = unpack_batch(batch, target=spec.target_key, where="fit's loader")
+                images, target = prepare(_checks.check_image_tensor(images), target)
+                if cfg.crop and spec.dense:
                     images, target = _crop(images, target, crop_hw, gen)
                 for dim, on in ((-1, cfg.hflip), (-2, cfg.vflip)):
                     if on:
                         which = (torch.rand(images.shape[0], generator=gen) < 0.5).to(device)
                         images = _flip(images, which, dim)
-                        if name != "classification":
+                        if spec.dense:
                             target = _flip(target, which, dim)
                 with torch.no_grad():
                     feats = encoder(images)
-                out = head(feats, (int(images.shape[2]), int(images.shape[3])))
-                loss = _loss(name, task_model, out, target, ignore_index)
+                yield feats, target, (int(images.shape[2]), int(images.shape[3]))
+
+        cache = None
+        if cache_features is not False:
+            cache = FeatureCache.build(
+                loader,
+                encoder,
+                target_key=spec.target_key,
+                prepare=prepare,
+                flips=flips,
+                crop_hw=crop_hw if cfg.crop and spec.dense else (1 << 30, 1 << 30),
+                device=device,
+                max_bytes=_CACHE_BYTES,
+            )
+            if cache is None and cache_features:
+                raise _checks.SSLRobustValueError(
+                    "cache_features=True needs a DataLoader over a map-style dataset, no random "
+                    f"crop smaller than the images, and features within {_CACHE_BYTES >> 30} GiB"
+                )
+        for epoch in range(cfg.epochs):
+            total, batches = 0.0, 0
+            source = cache.epoch(flips, gen, device) if cache is not None else from_images()
+            for feats, target, hw in source:
+                out = head(feats, hw)
+                loss = spec.loss(out, target, head, ignore_index)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]
                 if ddp_group is not None:
@@ -302,9 +302,7 @@ def fit(
             mean = total / max(batches, 1)
             history["loss"].append(mean)
             logger.info("fit %s: epoch %d/%d, loss %.4f", name, epoch + 1, cfg.epochs, mean)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{mean:.4f}")
+            tick(bar, 1, loss=f"{mean:.4f}")
     finally:
         if bar is not None:
             bar.close()

@@ -5,7 +5,7 @@
 """
 
 from .report import load_results, render_report, validate_results, write_figures, write_tables
-from .runner import TASK_ATTACK, TASK_METRIC, run_benchmark
+from .runner import run_benchmark
 from .spec import (
     AttackSpec,
     BenchSpec,
@@ -20,8 +20,6 @@ from .spec import (
 )
 
 __all__ = [
-    "TASK_ATTACK",
-    "TASK_METRIC",
     "AttackSpec",
     "BenchSpec",
     "DatasetSpec",

@@ -82,7 +82,7 @@ def _eps_curves(task: str, curves: Sequence[Mapping[str, Any]], path: Path) -> P
         order = np.argsort(np.asarray(curve["eps"], dtype=float), kind="stable")
         eps = np.asarray(curve["eps"], dtype=float)[order] * 255.0
         values = np.asarray([_float(v) for v in curve["values"]], dtype=float)[order]
-        attack = info.attack if curve["attack"] == "task_attack" else "EmbedAttack"
+        attack = info.attack_label if curve["attack"] == "task_attack" else "EmbedAttack"
         ax.plot(
             eps,
             values,
@@ -93,8 +93,10 @@ def _eps_curves(task: str, curves: Sequence[Mapping[str, Any]], path: Path) -> P
             label=f"{key[0]} · {key[1]} ({encoder_type_label(key[2])}) · {attack}",
         )
     ax.set_xlabel("ε (×1/255)")
-    ax.set_ylabel(f"{info.label} {info.arrow}")
-    ax.set_title(f"{task}: {info.label} under attack (solid {info.attack}, dashed EmbedAttack)")
+    ax.set_ylabel(f"{info.metric_label} {info.arrow}")
+    ax.set_title(
+        f"{task}: {info.metric_label} under attack (solid {info.attack_label}, dashed EmbedAttack)"
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), handlelength=3)
     return _save(fig, path)
@@ -161,7 +163,7 @@ def _load_gallery(path: Path, task: str) -> dict[str, torch.Tensor]:
                 f"gallery {path}: 'images' and {key!r} must both have shape (n, 3, H, W); got "
                 f"{img_shape} and {tuple(data[key].shape)}"
             )
-    want = (n,) if task == "classification" else (n, *img_shape[2:])
+    want = (n, *img_shape[2:]) if task_info(task).dense else (n,)
     for key in ("target", "pred_clean", "pred_embed", "pred_task"):
         if tuple(data[key].shape) != want:
             raise SSLRobustValueError(
@@ -204,28 +206,29 @@ def _gallery(entry: Mapping[str, Any], data: dict[str, torch.Tensor], path: Path
     # tab20 comes in light/dark pairs: take the dark ones first so that classes 0–9 differ
     tab20 = np.asarray(colormaps["tab20"].colors, dtype=float)[:, :3]
     palette = np.concatenate([tab20[0::2], tab20[1::2]])
-    lo, hi = _depth_range(data) if task == "depth" else (0.0, 1.0)
-    cls = task == "classification"
+    kind = info.target_key  # how targets and predictions are drawn: label, mask or depth
+    lo, hi = _depth_range(data) if kind == "depth" else (0.0, 1.0)
+    cls = not info.dense
     # (title, images shown under the prediction, prediction key) per prediction column
     runs = [
         ("clean", data["images"], "pred_clean"),
         ("EmbedAttack", data["embed_adv"], "pred_embed"),
-        (info.attack, data["task_adv"], "pred_task"),
+        (info.attack_label, data["task_adv"], "pred_task"),
     ]
     deltas = [
         ("EmbedAttack δ", _amplified(data["embed_adv"] - data["images"])),
-        (f"{info.attack} δ", _amplified(data["task_adv"] - data["images"])),
+        (f"{info.attack_label} δ", _amplified(data["task_adv"] - data["images"])),
     ]
     columns = ["image", *(t for t, _ in deltas), *(t for t, _, _ in runs)]
     columns += [] if cls else ["target"]
     n, ncol = data["images"].shape[0], len(columns)
-    fig = _new_figure((1.6 * ncol + (0.8 if task == "depth" else 0.0), 1.7 * n + 0.6))
+    fig = _new_figure((1.6 * ncol + (0.8 if kind == "depth" else 0.0), 1.7 * n + 0.6))
     axes = [[fig.add_subplot(n, ncol, r * ncol + c + 1) for c in range(ncol)] for r in range(n)]
     depth_im = None
 
     def show_dense(ax: Any, value: torch.Tensor) -> None:
         nonlocal depth_im
-        if task == "segmentation":
+        if kind == "mask":
             ax.imshow(_mask_rgb(value, palette), interpolation="nearest")
         else:
             arr = value.float().numpy()

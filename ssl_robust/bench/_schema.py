@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .._checks import SSLRobustValueError
+from ..tasks import TASKS, TaskSpec, get_task
 
 __all__ = [
     "ATTACKS",
@@ -24,7 +24,6 @@ __all__ = [
     "GALLERY_FIELDS",
     "ROW_FIELDS",
     "TASKS",
-    "TaskInfo",
     "encoder_type_label",
     "load_results",
     "task_info",
@@ -32,38 +31,6 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class TaskInfo:
-    """How one task is reported.
-
-    Attributes:
-        table: the paper's table number (1 classification, 2 segmentation, 3 depth).
-        metric: the metric key used in ``results.json`` rows.
-        label: the metric's display name in table headers and figures.
-        name: the metric's name in running text (table titles, relative-change lines).
-        higher_is_better: direction of the metric (arrow ↑ or ↓).
-        attack: display name of the task-specific attack (PGD / SegPGD / DepthPGD).
-    """
-
-    table: int
-    metric: str
-    label: str
-    name: str
-    higher_is_better: bool
-    attack: str
-
-    @property
-    def arrow(self) -> str:
-        """``"↑"`` when higher is better, ``"↓"`` otherwise."""
-        return "↑" if self.higher_is_better else "↓"
-
-
-_TASKS: dict[str, TaskInfo] = {
-    "classification": TaskInfo(1, "accuracy", "Accuracy", "accuracy", True, "PGD"),
-    "segmentation": TaskInfo(2, "miou", "mIoU", "mIoU", True, "SegPGD"),
-    "depth": TaskInfo(3, "rmse", "RMSE", "RMSE", False, "DepthPGD"),
-}
-TASKS: tuple[str, ...] = tuple(_TASKS)
 ATTACKS: tuple[str, ...] = ("embed_attack", "task_attack")
 ROW_FIELDS: tuple[str, ...] = (
     "task",
@@ -81,11 +48,9 @@ GALLERY_FIELDS: tuple[str, ...] = (*_ID_FIELDS, "file")
 _ENCODER_TYPES: dict[str, str] = {"standard": "Standard", "deacl": "DeACL"}
 
 
-def task_info(task: str) -> TaskInfo:
-    """Return the reporting info of ``task`` (one of :data:`TASKS`)."""
-    if task not in _TASKS:
-        raise SSLRobustValueError(f"unknown task {task!r}; valid tasks are: {', '.join(TASKS)}")
-    return _TASKS[task]
+def task_info(task: str) -> TaskSpec:
+    """The :class:`~ssl_robust.tasks.TaskSpec` of ``task`` (labels, metric, direction)."""
+    return get_task(task)
 
 
 def encoder_type_label(encoder_type: str) -> str:
@@ -113,14 +78,14 @@ def _check_record(record: object, fields: Sequence[str], where: str) -> Mapping[
             )
     if "task" in fields:
         task = record["task"]
-        if task not in _TASKS:
+        if task not in TASKS:
             raise SSLRobustValueError(
                 f"{where}: unknown task {task!r}; valid tasks are: {', '.join(TASKS)}"
             )
-    if "metric" in fields and record["metric"] != _TASKS[record["task"]].metric:
+    if "metric" in fields and record["metric"] != get_task(record["task"]).metric_key:
         raise SSLRobustValueError(
             f"{where}: task {record['task']!r} reports metric "
-            f"{_TASKS[record['task']].metric!r}; got {record['metric']!r}"
+            f"{get_task(record['task']).metric_key!r}; got {record['metric']!r}"
         )
     return record
 

@@ -78,12 +78,12 @@ def _sort_key(row: Mapping[str, Any]) -> tuple[str, str, int, str]:
 
 def _task_table(task: str, rows: list[Mapping[str, Any]]) -> list[str]:
     info = task_info(task)
-    label = f"{info.label} {info.arrow}"
+    label = f"{info.metric_label} {info.arrow}"
     lines = [
-        f"### Table {info.table}: {task} {info.name} ({info.arrow})",
+        f"### Table {info.table}: {task} {info.metric_text} ({info.arrow})",
         "",
         f"| Dataset | Encoder | Encoder Type | Clean {label} | EmbedAttack {label} "
-        f"| {info.attack} {label} |",
+        f"| {info.attack_label} {label} |",
         "|---|---|---|---|---|---|",
     ]
     rows = sorted(rows, key=_sort_key)
@@ -100,9 +100,9 @@ def _task_table(task: str, rows: list[Mapping[str, Any]]) -> list[str]:
     lines.append("")
     for row in rows:
         changes = "; ".join(
-            f"{name}: {info.name} {_fmt(row[key])} vs clean {_fmt(row['clean'])} "
+            f"{name}: {info.metric_text} {_fmt(row[key])} vs clean {_fmt(row['clean'])} "
             f"({_relative_change(row[key], row['clean'])})"
-            for name, key in (("EmbedAttack", "embed_attack"), (info.attack, "task_attack"))
+            for name, key in (("EmbedAttack", "embed_attack"), (info.attack_label, "task_attack"))
         )
         who = f"{row['dataset']} / {row['encoder']} ({encoder_type_label(row['encoder_type'])})"
         lines.append(f"- {_md(who)} — {_md(changes)}")

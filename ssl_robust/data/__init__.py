@@ -10,7 +10,8 @@ from .base import (
     as_tv_tensors,
     subset_indices,
 )
-from .datasets import ADE20K, CIFAR, STL10, Cityscapes, NYUDepthV2, VOCSegmentation
+from .batches import unpack_batch
+from .datasets import ADE20K, CIFAR, STL10, Cityscapes, ImageNet, NYUDepthV2, VOCSegmentation
 from .registry import create_dataset, list_datasets
 from .shapes import SHAPE_KINDS, ShapesDataset, render_shapes_scene
 from .transforms import PadIfSmaller, Seeded, eval_transform, train_transform
@@ -23,6 +24,7 @@ __all__ = [
     "Cityscapes",
     "DatasetInfo",
     "DepthMap",
+    "ImageNet",
     "IndexedSubset",
     "NYUDepthV2",
     "PadIfSmaller",
@@ -39,4 +41,5 @@ __all__ = [
     "render_shapes_scene",
     "subset_indices",
     "train_transform",
+    "unpack_batch",
 ]

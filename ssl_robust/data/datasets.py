@@ -19,7 +19,15 @@ from torch import Tensor
 from .. import _checks
 from .base import DatasetInfo, Sample, SampleDataset
 
-__all__ = ["ADE20K", "CIFAR", "STL10", "Cityscapes", "NYUDepthV2", "VOCSegmentation"]
+__all__ = [
+    "ADE20K",
+    "CIFAR",
+    "STL10",
+    "Cityscapes",
+    "ImageNet",
+    "NYUDepthV2",
+    "VOCSegmentation",
+]
 
 Transform = Callable[[Sample], Sample] | None
 
@@ -113,6 +121,52 @@ class STL10(SampleDataset):
 
     def _load(self, index: int) -> Sample:
         return Sample(image=self.data[index].float() / 255.0, label=self.labels[index])
+
+
+class ImageNet(SampleDataset):
+    """ImageNet-1k (or any class-per-folder data) in the usual ImageFolder layout.
+
+    Layout: ``root/{train,val}/<class>/<image>.{JPEG,jpg,png}``, with the validation images
+    sorted into class folders (as torchvision's ``ImageFolder`` and most training scripts
+    expect). Classes are the sorted folder names of ``train`` (of the split itself when there
+    is no ``train``), so both splits share the label indices. Images keep their size: give a
+    transform (e.g. :func:`~ssl_robust.data.eval_transform`) to batch them.
+    """
+
+    _EXTENSIONS = (".jpeg", ".jpg", ".png")
+
+    def __init__(self, root: str | Path, split: str, *, transform: Transform = None) -> None:
+        super().__init__(transform=transform)
+        root = Path(root)
+        part = _split(split, {"train": "train", "val": "val"})
+        folder = root / part
+        layout = f"  {root}/{{train,val}}/<class>/<image>.JPEG"
+        if not folder.is_dir():
+            raise _missing("ImageNet", root, layout)
+        reference = root / "train" if (root / "train").is_dir() else folder
+        classes = sorted(p.name for p in reference.iterdir() if p.is_dir())
+        index = {c: i for i, c in enumerate(classes)}
+        self.samples = [
+            (path, index[d.name])
+            for d in sorted(p for p in folder.iterdir() if p.is_dir() and p.name in index)
+            for path in sorted(d.iterdir())
+            if path.suffix.lower() in self._EXTENSIONS
+        ]
+        if not self.samples:
+            raise _missing("ImageNet", root, layout)
+        self.info = DatasetInfo(
+            name="imagenet", tasks=("classification",), num_classes=len(classes),
+            class_names=tuple(classes),
+        )  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _load(self, index: int) -> Sample:
+        path, label = self.samples[index]
+        with Image.open(path) as img:
+            image = _image_tensor(img)
+        return Sample(image=image, label=torch.tensor(label, dtype=torch.int64))
 
 
 class _PairFolder(SampleDataset):

@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import _checks
 from .base import IndexedSubset, Sample, SampleDataset, subset_indices
-from .datasets import ADE20K, CIFAR, STL10, Cityscapes, NYUDepthV2, VOCSegmentation
+from .datasets import ADE20K, CIFAR, STL10, Cityscapes, ImageNet, NYUDepthV2, VOCSegmentation
 from .shapes import ShapesDataset
 
 __all__ = ["create_dataset", "list_datasets"]
@@ -19,6 +19,7 @@ _REGISTRY: dict[str, _Builder] = {
     "cifar10": lambda root, split, transform: CIFAR(root, split, classes=10, transform=transform),
     "cifar100": lambda root, split, transform: CIFAR(root, split, classes=100, transform=transform),
     "stl10": STL10,
+    "imagenet": ImageNet,
     "voc2012": VOCSegmentation,
     "cityscapes": Cityscapes,
     "ade20k": ADE20K,

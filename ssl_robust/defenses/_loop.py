@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -17,11 +14,12 @@ import torch.distributed as dist
 from torch import nn
 
 from .. import _checks
+from ..runtime import atomic_save, progress_bar, rank_world
 
 if TYPE_CHECKING:
     from .deacl import DeACLTrainer
 
-__all__ = ["CHECKPOINT_NAME", "atomic_save", "fit"]
+__all__ = ["CHECKPOINT_NAME", "fit"]
 
 #: File name of the checkpoint ``fit`` keeps in ``checkpoint_dir``.
 CHECKPOINT_NAME = "deacl_checkpoint.pt"
@@ -29,26 +27,8 @@ CHECKPOINT_NAME = "deacl_checkpoint.pt"
 logger = logging.getLogger("ssl_robust.defenses")
 
 
-def atomic_save(obj: object, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _distributed() -> tuple[bool, int]:
-    if dist.is_available() and dist.is_initialized():
-        return True, dist.get_rank()
-    return False, 0
+    return dist.is_available() and dist.is_initialized(), rank_world()[0]
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -115,15 +95,8 @@ def _run_callbacks(
 
 
 def _progress(loader: object, epochs: int, enabled: bool) -> Any:
-    """A tqdm bar when asked for and tqdm is installed (imported lazily), else None."""
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
     n = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
-    return tqdm(total=None if n is None else n * epochs, desc="DeACL", unit="batch")
+    return progress_bar(None if n is None else n * epochs, "DeACL", enabled=enabled, unit="batch")
 
 
 def _load_checkpoint(trainer: DeACLTrainer, path: Path) -> None:
@@ -189,7 +162,7 @@ def fit(
             sums: dict[str, float] = {}
             count = 0
             for batch in loader:
-                stats = trainer.training_step(_checks.images_from_batch(batch))
+                stats = trainer.training_step(batch)
                 for key, value in stats.items():
                     sums[key] = sums.get(key, 0.0) + value
                 count += 1

@@ -16,7 +16,9 @@ from torch import Tensor, nn
 
 from .. import _checks
 from ..attacks.embed import EmbedAttack, embedding_distance
+from ..data.batches import unpack_batch
 from ..encoders.base import EncoderOutput
+from ..runtime import atomic_save
 from . import _loop
 from .augment import random_resized_crop_flip
 from .config import DeACLConfig
@@ -313,7 +315,8 @@ class DeACLTrainer:
                 clean, adv = both[:b], both[b:]
         return deacl_loss(clean, adv, teacher_out, gamma=cfg.gamma, tokens=cfg.tokens)
 
-    def _prepare(self, images: object) -> Tensor:
+    def _prepare(self, batch: object) -> Tensor:
+        images, _ = unpack_batch(batch, where="DeACL")
         x = _checks.check_images(images)
         return x.to(self.device, non_blocking=True)
 
@@ -327,8 +330,12 @@ class DeACLTrainer:
         """
         return self._forward(self._prepare(images))[0]
 
-    def training_step(self, images: Tensor) -> dict[str, float]:
+    def training_step(self, images: Tensor | Any) -> dict[str, float]:
         """One optimizer step on a batch (augmented when ``config.augment``).
+
+        ``images`` is an image batch (B, C, H, W) in [0, 1], or any loader batch
+        :func:`~ssl_robust.data.unpack_batch` takes (a dict batch of
+        :class:`~ssl_robust.data.Sample` s, an ``(images, target)`` pair); targets are unused.
 
         Returns:
             Plain floats: ``loss``, ``clean_cos`` (student vs teacher on clean images),
@@ -393,7 +400,7 @@ class DeACLTrainer:
         DINOv2 names, the format ``create_encoder(..., checkpoint_path=path)`` loads.
         """
         path = Path(path)
-        _loop.atomic_save(self.student.state_dict(), path)
+        atomic_save(self.student.state_dict(), path)
         return path
 
     # ------------------------------------------------------------------ the loop
@@ -417,7 +424,9 @@ class DeACLTrainer:
         DistributedDataParallel and ``set_epoch`` is called on the loader's sampler.
 
         Args:
-            loader: yields image batches (B, C, H, W) in [0, 1] or ``(images, ...)`` tuples.
+            loader: yields image batches (B, C, H, W) in [0, 1], ``(images, ...)`` tuples or
+                dict batches of :class:`~ssl_robust.data.Sample` s (a DataLoader over
+                :func:`~ssl_robust.data.create_dataset`); targets are ignored.
             epochs: total epochs to reach (<= ``config.epochs``).
             checkpoint_dir: where to keep ``deacl_checkpoint.pt``.
             callbacks: called as ``callback(epoch, student)`` with the student in eval mode

@@ -1,0 +1,201 @@
+"""Evaluating one encoder on one dataset: the rows, curves and galleries of its cells.
+
+The heads of the tasks that perturb the same tokens are evaluated together in one streaming
+pass of :func:`ssl_robust.evaluate`: the EmbedAttack examples are computed once per batch and
+scored by every head (attack once, evaluate many); each head gets its own task attack.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..attacks import Attack, EmbedAttack
+from ..data.base import DatasetInfo, SampleDataset
+from ..encoders import Encoder, EncoderOutput
+from ..evaluation import EvalResult, evaluate, head_of
+from ..runtime import rank_world
+from ..tasks import get_task
+from .context import RunContext
+from .spec import DatasetSpec, EncoderSpecEntry
+
+__all__ = ["evaluate_cells"]
+
+logger = logging.getLogger("ssl_robust.bench")
+
+
+class _WindowedEncoder(nn.Module):
+    """The encoder's tokens over the sliding windows of each image, concatenated per image:
+    what EmbedAttack perturbs when the heads see whole images through a sliding window
+    (cls: (B, n_windows * D), patches: (B, n_windows * N, D))."""
+
+    def __init__(self, encoder: Encoder, window: int, stride: int) -> None:
+        super().__init__()
+        self.encoder, self.window, self.stride = encoder, window, stride
+
+    def _starts(self, length: int) -> list[int]:
+        last = max(length - self.window, 0)
+        starts = list(range(0, last + 1, self.stride))
+        return starts if starts[-1] == last else [*starts, last]
+
+    def forward(self, images: Tensor) -> EncoderOutput:
+        b, _, h, w = images.shape
+        x = F.pad(images, (0, max(self.window - w, 0), 0, max(self.window - h, 0)))
+        crops = [
+            x[:, :, y : y + self.window, c : c + self.window]
+            for y in self._starts(x.shape[-2])
+            for c in self._starts(x.shape[-1])
+        ]
+        out = self.encoder(torch.cat(crops))  # window-major: (n * B, ...)
+        n = len(crops)
+        cls = out.cls.reshape(n, b, -1).transpose(0, 1).reshape(b, -1)
+        patches = out.patches.reshape(n, b, *out.patches.shape[1:]).transpose(0, 1)
+        patches = patches.reshape(b, -1, patches.shape[-1])
+        return EncoderOutput(cls, patches, (1, int(patches.shape[1])))
+
+
+def _task_attack(ctx: RunContext, info: DatasetInfo, eps: float) -> Callable[[nn.Module], Attack]:
+    def make(model: nn.Module) -> Attack:
+        task = get_task(str(getattr(head_of(model), "task", "")))
+        threshold = ctx.spec.attack.segpgd_threshold
+        return task.make_attack(model, info, success_threshold=threshold, **ctx.attack_options(eps))
+
+    return make
+
+
+def _attacks(
+    ctx: RunContext, encoder: nn.Module, tokens: str, info: DatasetInfo, eps: float, suffix: str
+) -> dict[str, Attack | Callable[[nn.Module], Attack]]:
+    embed = EmbedAttack(encoder, tokens=tokens, **ctx.attack_options(eps))  # type: ignore[arg-type]
+    return {f"embed_attack{suffix}": embed, f"task_attack{suffix}": _task_attack(ctx, info, eps)}
+
+
+def _loader(ctx: RunContext, data: Any, ds: DatasetSpec) -> torch.utils.data.DataLoader[Any]:
+    size = 1 if ds.full_images else ctx.spec.eval.batch_size  # whole images differ in size
+    return torch.utils.data.DataLoader(data, batch_size=size)
+
+
+def evaluate_cells(
+    ctx: RunContext,
+    entry: EncoderSpecEntry,
+    ds: DatasetSpec,
+    encoder: Encoder,
+    data: SampleDataset,
+    info: DatasetInfo,
+    models: Mapping[str, nn.Module],
+) -> None:
+    """Evaluate ``models`` (task → trained model) of ``encoder`` on ``data`` and store every
+    row, curve and gallery in ``ctx.store``."""
+    groups: dict[str, list[str]] = {}
+    for task in models:
+        groups.setdefault(get_task(task).tokens, []).append(task)
+    ident = {"dataset": ds.name, "encoder": entry.name, "encoder_type": entry.encoder_type}
+    target: nn.Module = encoder  # what EmbedAttack perturbs
+    if ds.full_images and ds.window is not None:
+        target = _WindowedEncoder(encoder, ds.window, ds.window // 2)
+    a = ctx.spec.attack
+    for tokens, tasks in groups.items():
+        group = {t: models[t] for t in tasks}
+        res = evaluate(
+            group,
+            _loader(ctx, data, ds),
+            attacks=_attacks(ctx, target, tokens, info, a.eps, ""),
+            info=info,
+            seed=ctx.spec.seed,
+            keep=ctx.spec.eval.gallery,
+            device=ctx.device,
+            progress=ctx.progress,
+            desc=f"{entry.name}/{ds.name}/{tokens}",
+        )
+        ctx.store.results.setdefault("timings", {}).setdefault("embed_attacks", []).append(
+            {**ident, "tokens": tokens, "seconds": res.seconds["embed_attack"], "heads": len(tasks)}
+        )
+        curves = _curves(ctx, target, tokens, info, group, data, ds) if a.curve_eps else None
+        for task in tasks:
+            _store_task(ctx, ident, task, res, curves)
+
+
+def _curves(
+    ctx: RunContext,
+    encoder: nn.Module,
+    tokens: str,
+    info: DatasetInfo,
+    group: dict[str, nn.Module],
+    data: SampleDataset,
+    ds: DatasetSpec,
+) -> EvalResult:
+    a = ctx.spec.attack
+    prefix = torch.utils.data.Subset(data, range(min(a.curve_subset, len(data))))
+    attacks: dict[str, Attack | Callable[[nn.Module], Attack]] = {}
+    for eps in a.curve_eps:
+        attacks.update(_attacks(ctx, encoder, tokens, info, eps, f"@{eps!r}"))
+    return evaluate(
+        group,
+        _loader(ctx, prefix, ds),
+        attacks=attacks,
+        info=info,
+        seed=ctx.spec.seed,
+        device=ctx.device,
+        progress=ctx.progress,
+        desc="curves",
+    )
+
+
+def _store_task(
+    ctx: RunContext,
+    ident: dict[str, str],
+    task: str,
+    res: EvalResult,
+    curves: EvalResult | None,
+) -> None:
+    spec = get_task(task)
+    main = res.headline[task]
+    row = {
+        "task": task,
+        **ident,
+        "metric": spec.metric_key,
+        "clean": main["clean"],
+        "embed_attack": main["embed_attack"],
+        "task_attack": main["task_attack"],
+    }
+    logger.info(
+        "%s %s %s: clean %.3f, EmbedAttack %.3f, %s %.3f",
+        ident["encoder"], ident["dataset"], task, row["clean"], row["embed_attack"],
+        spec.attack_label, row["task_attack"],
+    )  # fmt: skip
+    if curves is not None:
+        a = ctx.spec.attack
+        for kind in ("embed_attack", "task_attack"):
+            values = [curves.headline[task][f"{kind}@{eps!r}"] for eps in a.curve_eps]
+            ctx.store.add(
+                "curves",
+                {
+                    "task": task,
+                    **ident,
+                    "metric": spec.metric_key,
+                    "attack": kind,
+                    "eps": [0.0, *a.curve_eps, a.eps],
+                    "values": [main["clean"], *values, main[kind]],
+                },
+            )
+    kept = res.kept.get(task, {})
+    if "images" in kept and rank_world()[0] == 0:
+        rel = ctx.store.save_file(
+            {
+                "images": kept["images"],
+                "embed_adv": kept["adv/embed_attack"],
+                "task_adv": kept["adv/task_attack"],
+                "target": kept["target"],
+                "pred_clean": kept["pred/clean"],
+                "pred_embed": kept["pred/embed_attack"],
+                "pred_task": kept["pred/task_attack"],
+            },
+            f"galleries/{ident['dataset']}__{task}__{ident['encoder']}.pt",
+        )
+        ctx.store.add("galleries", {"task": task, **ident, "file": str(rel)})
+    ctx.store.add("rows", row)  # last: a row marks the cell as done

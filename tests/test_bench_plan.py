@@ -1,0 +1,74 @@
+"""``ssl-robust bench --dry-run``: plan, checks and the memory guard, without running."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ssl_robust.bench.plan import plan_benchmark
+from ssl_robust.bench.spec import BenchSpec, DatasetSpec, EncoderSpecEntry, EvalSpec
+from ssl_robust.cli import main
+
+
+def _spec(**eval_kw: object) -> BenchSpec:
+    return BenchSpec(
+        encoders=(EncoderSpecEntry(name="tiny", registry="vit_test"),),
+        datasets=(
+            DatasetSpec(
+                name="shapes",
+                dataset="shapes",
+                tasks=("classification", "depth"),
+                image_size=16,
+                options={"size": 16},
+            ),
+        ),
+        eval=EvalSpec(**{"subset": 8, "batch_size": 4, **eval_kw}),  # type: ignore[arg-type]
+    )
+
+
+def test_plan_lists_cells_and_counts_forward_passes() -> None:
+    spec = _spec()
+    plan = plan_benchmark(spec)
+    assert [(c["task"], c["images"]) for c in plan.cells] == [("classification", 8), ("depth", 8)]
+    a = spec.attack
+    per_image = 1 + 2 * (a.steps + 2)
+    curves = min(a.curve_subset, 8) * len(a.curve_eps) * 2 * (a.steps + 2)
+    assert plan.forward_passes == 2 * (8 * per_image + curves)
+    assert 0 < plan.peak_bytes < plan.machine_bytes
+    assert "estimated peak memory per rank" in plan.summary()
+
+
+def test_plan_grows_with_the_batch_not_with_the_subset() -> None:
+    small, more_images = (
+        plan_benchmark(_spec()),
+        plan_benchmark(dataclasses.replace(_spec(), eval=EvalSpec(subset=16, batch_size=4))),
+    )
+    assert more_images.peak_bytes == small.peak_bytes
+    bigger_batch = plan_benchmark(
+        dataclasses.replace(_spec(), eval=EvalSpec(subset=8, batch_size=64))
+    )
+    assert bigger_batch.peak_bytes > small.peak_bytes
+
+
+def test_a_config_beyond_the_machine_is_refused_with_the_figure() -> None:
+    with pytest.raises(ValueError, match=r"estimated peak memory per rank, [\d.]+ GiB, exceeds"):
+        plan_benchmark(_spec(batch_size=10**9))
+
+
+def test_dry_run_cli_checks_roots_weights_and_device(tmp_path, capsys) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[[encoders]]\nname = "e"\nregistry = "vit_test"\nweights = "nope.pt"\n'
+        '[[datasets]]\nname = "c"\ndataset = "cifar10"\nroot = "nowhere"\n'
+        'tasks = ["classification"]\n'
+    )
+    assert main(["bench", "--config", str(config), "--dry-run"]) == 2
+    assert "weights file 'nope.pt' not found" in capsys.readouterr().err
+    config.write_text(config.read_text().replace('weights = "nope.pt"\n', ""))
+    assert main(["bench", "--config", str(config), "--dry-run"]) == 2
+    assert "expected this layout" in capsys.readouterr().err
+    assert main(["bench", "--dry-run", "--device", "tpu"]) == 2
+    assert "device must be" in capsys.readouterr().err
+    assert main(["bench", "--dry-run"]) == 0
+    assert "config OK" in capsys.readouterr().out
