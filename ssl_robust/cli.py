@@ -33,6 +33,8 @@ def _bench(args: argparse.Namespace) -> int:
     spec = load_spec(args.config) if args.config else default_spec()
     if args.device:
         spec = replace(spec, device=args.device)
+    if args.suite:
+        spec = replace(spec, attack=replace(spec.attack, suite=args.suite))
     out = Path(args.out) if args.out else Path(spec.out)
     if args.dry_run:
         from .bench.plan import plan_benchmark
@@ -55,13 +57,16 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _summary(results: dict[str, Any]) -> str:
+    strong = any(r.get("strong_attack") is not None for r in results["rows"])
     lines = [
         f"{'task':<15}{'dataset':<12}{'encoder':<26}{'metric':<9}{'clean':>7}{'embed':>7}{'task':>7}"
+        + (f"{'strong':>8}" if strong else "")
     ]
     for r in results["rows"]:
         lines.append(
             f"{r['task']:<15}{r['dataset']:<12}{r['encoder']:<26}{r['metric']:<9}"
             f"{r['clean']:>7.3f}{r['embed_attack']:>7.3f}{r['task_attack']:>7.3f}"
+            + (f"{r['strong_attack']:>8.3f}" if r.get("strong_attack") is not None else "")
         )
     t = results.get("timings", {})
     if "total_seconds" in t:
@@ -224,6 +229,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="output directory (default: the config's `out`)")
     b.add_argument(
         "--device", help="override the config's device: cpu, cuda, cuda:N or mps (checked)"
+    )
+    b.add_argument(
+        "--suite",
+        help="attack suite: 'paper' (EmbedAttack + the paper's task attacks) or "
+        "'paper,strong' (adds strong_attack, a worst case over APGD attacks per sample); "
+        "overrides the config's attack.suite",
     )
     b.add_argument(
         "--dry-run",

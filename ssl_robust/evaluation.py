@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _checks
-from .attacks import NORMS, Attack, EmbedAttack, Norm
+from .attacks import NORMS, Attack, EmbedAttack, Ensemble, Norm, SeededStart
 from .data.base import DatasetInfo
 from .data.batches import unpack_batch
 from .metrics import Metric
@@ -35,6 +35,7 @@ from .runtime import progress_bar, rank_world, tick
 from .tasks import TaskSpec, get_task
 
 __all__ = [
+    "AttackLike",
     "EvalResult",
     "SeededStart",
     "evaluate",
@@ -43,7 +44,9 @@ __all__ = [
     "seeded_starts",
 ]
 
-AttackLike = Attack | Callable[[nn.Module], Attack]
+#: What ``evaluate(attacks=...)`` takes per name: an attack (or ensemble) run once per batch
+#: and scored by every model, or a factory ``model -> attack`` run once per model.
+AttackLike = Attack | Ensemble | Callable[[nn.Module], Attack | Ensemble]
 MetricLike = Metric[Any] | Callable[[], Metric[Any]]
 
 
@@ -88,57 +91,12 @@ def sample_seeds(seed: int, name: str, indices: Iterable[int]) -> list[int]:
     return out
 
 
-class SeededStart(Norm):
-    """A threat model whose random start is drawn per sample from its own seed.
-
-    Wraps a :class:`~ssl_robust.attacks.Norm` (same ``step``/``project``); ``random_init``
-    draws sample ``i``'s start with ``torch.Generator().manual_seed(seeds[i])``, so a sample
-    gets the same start whatever batch (or rank) it falls in. With ``restarts > 1`` the later
-    restarts run on the samples still unbroken, which this object cannot identify: their starts
-    are seeded from the whole batch (deterministic, but they depend on the batch composition).
-
-    Example:
-        >>> import torch
-        >>> from ssl_robust.attacks import Linf
-        >>> like = torch.zeros(3, 1, 2, 2)
-        >>> a = SeededStart(Linf(), [7, 8, 9]).random_init(like, 0.1, None)
-        >>> b = SeededStart(Linf(), [8]).random_init(like[:1], 0.1, None)
-        >>> torch.equal(a[1:2], b)
-        True
-    """
-
-    def __init__(self, base: Norm, seeds: list[int]) -> None:
-        self.base = base
-        self.name = base.name
-        self.seeds = list(seeds)
-        self.calls = 0
-
-    def random_init(self, like: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
-        self.calls += 1
-        salt = 0 if self.calls == 1 else self.calls * 0x9E3779B97F4A7C15
-        if like.shape[0] != len(self.seeds):
-            # A restart on the samples left (restarts > 1): which ones is not known here, so
-            # this start depends on the batch's composition (still seeded, deterministic).
-            mixed = hash((tuple(self.seeds), self.calls, like.shape[0])) & ((1 << 63) - 1)
-            return self.base.random_init(like, eps, torch.Generator().manual_seed(mixed))
-        parts = [
-            self.base.random_init(
-                like[i : i + 1], eps, torch.Generator().manual_seed((s ^ salt) & ((1 << 63) - 1))
-            )
-            for i, s in enumerate(self.seeds)
-        ]
-        return torch.cat(parts) if parts else torch.zeros_like(like)
-
-    def step(self, delta: Tensor, grad: Tensor, step_size: float | Tensor) -> Tensor:
-        return self.base.step(delta, grad, step_size)
-
-    def project(self, delta: Tensor, eps: float) -> Tensor:
-        return self.base.project(delta, eps)
-
-
 @contextmanager
-def seeded_starts(attack: Attack, seeds: list[int]) -> Iterator[Attack]:
+def seeded_starts(attack: Attack | Ensemble, seeds: list[int]) -> Iterator[Attack | Ensemble]:
     """Within the block, ``attack`` draws sample ``i``'s random start from ``seeds[i]``.
+
+    An :class:`~ssl_robust.attacks.Ensemble` gets it for every member (members that run on
+    the samples left keep each sample's own seed).
 
     Swaps the attack's threat model for a :class:`SeededStart` around it and restores it
     afterwards (also on errors).
@@ -157,13 +115,16 @@ def seeded_starts(attack: Attack, seeds: list[int]) -> Iterator[Attack]:
         >>> torch.allclose(a[1:], b, atol=1e-6), attack.norm
         (True, 'linf')
     """
-    original = attack.norm
-    base = original if isinstance(original, Norm) else NORMS[original]
-    setattr(attack, "norm", SeededStart(base, seeds))  # noqa: B010 - typed as the str option
+    members = attack.attacks if isinstance(attack, Ensemble) else [attack]
+    originals = [m.norm for m in members]
+    for m, original in zip(members, originals, strict=True):
+        base = original if isinstance(original, Norm) else NORMS[original]
+        setattr(m, "norm", SeededStart(base, seeds))  # noqa: B010 - typed as the str option
     try:
         yield attack
     finally:
-        setattr(attack, "norm", original)  # noqa: B010
+        for m, original in zip(members, originals, strict=True):
+            setattr(m, "norm", original)  # noqa: B010
 
 
 def head_of(model: object) -> nn.Module | None:
@@ -217,7 +178,7 @@ class _Timed:
     def __init__(self, seconds: dict[str, float], seed: int, indices: list[int]) -> None:
         self.seconds, self.seed, self.indices = seconds, seed, indices
 
-    def __call__(self, name: str, attack: Attack, x: Tensor, target: Any) -> Tensor:
+    def __call__(self, name: str, attack: Attack | Ensemble, x: Tensor, target: Any) -> Tensor:
         start = time.perf_counter()
         with seeded_starts(attack, sample_seeds(self.seed, name, self.indices)):
             adv = attack(x, target).detach()
@@ -352,7 +313,7 @@ def evaluate(
             )
     attacks = dict(attacks or {})
     for name, atk in attacks.items():
-        if name == "clean" or not (isinstance(atk, Attack) or callable(atk)):
+        if name == "clean" or not (isinstance(atk, (Attack, Ensemble)) or callable(atk)):
             raise _checks.SSLRobustTypeError(
                 f"attacks[{name!r}] must be an Attack or a factory model -> Attack (and not "
                 f"named 'clean'); got {type(atk).__name__}"
@@ -402,7 +363,7 @@ def evaluate(
                     aname, atk, x, None if isinstance(atk, EmbedAttack) else targets[first]
                 )
                 for aname, atk in attacks.items()
-                if isinstance(atk, Attack)
+                if isinstance(atk, (Attack, Ensemble))
             }
             for mname, model in named.items():
                 tgt = targets[mname]

@@ -37,7 +37,7 @@ from .adaptors.base import Adaptor
 from .adaptors.classification import LinearClassifier
 from .adaptors.depth import LinearDepther, feature_view
 from .adaptors.segmentation import LinearSegmenter
-from .attacks import PGD, Attack, DepthPGD, SegPGD, strong_attack
+from .attacks import PGD, Attack, DepthPGD, Ensemble, SegPGD, strong_attack
 from .data.base import DatasetInfo, Task
 from .encoders import Encoder
 from .losses import depth_loss
@@ -113,7 +113,7 @@ class TaskSpec:
     damage: Callable[[Tensor, Tensor, DatasetInfo], Tensor]
     predicted: Callable[[Tensor], Tensor]
     head_info: Callable[[nn.Module], DatasetInfo]
-    make_strong_attack: Callable[..., Any]
+    make_strong_attack: Callable[..., Ensemble]
     encoder_view: Callable[[Encoder], Encoder] = lambda encoder: encoder
 
     @property

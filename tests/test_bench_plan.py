@@ -9,6 +9,7 @@ import pytest
 from ssl_robust.bench.plan import plan_benchmark
 from ssl_robust.bench.spec import BenchSpec, DatasetSpec, EncoderSpecEntry, EvalSpec
 from ssl_robust.cli import main
+from ssl_robust.data import create_dataset
 
 
 def _spec(**eval_kw: object) -> BenchSpec:
@@ -37,6 +38,27 @@ def test_plan_lists_cells_and_counts_forward_passes() -> None:
     assert plan.forward_passes == 2 * (8 * per_image + curves)
     assert 0 < plan.peak_bytes < plan.machine_bytes
     assert "estimated peak memory per rank" in plan.summary()
+
+
+def test_strong_suite_adds_its_runs_to_the_plan(capsys) -> None:
+    spec = _spec()
+    strong = dataclasses.replace(
+        spec, attack=dataclasses.replace(spec.attack, suite=("paper", "strong"), strong_steps=5)
+    )
+    base, plan = plan_benchmark(spec), plan_benchmark(strong)
+    classes = create_dataset("shapes", split="val", size=4, image_size=16).info.num_classes
+    apgd_t = min(9, classes - 1)  # APGD-T's target classes
+    cells = {c["task"]: c for c in plan.cells}
+    assert cells["classification"]["attacks"][-1] == f"strong_attack ({1 + apgd_t} runs)"
+    assert cells["depth"]["attacks"][-1] == "strong_attack (2 runs)"  # two depth losses
+    per_image = (2 + (1 + apgd_t) * 7) + (2 + 2 * 7)  # judge twice; runs × (5 steps + 2)
+    assert plan.forward_passes - base.forward_passes == 8 * per_image
+    assert main(["bench", "--dry-run", "--suite", "paper,strong"]) == 0
+    assert "strong_attack" in capsys.readouterr().out
+    assert main(["bench", "--dry-run", "--suite", "strong"]) == 2  # the paper suite is required
+    assert "must contain 'paper'" in capsys.readouterr().err
+    assert main(["bench", "--dry-run", "--suite", "paper,auto"]) == 2
+    assert "unknown suite 'auto'; valid suites are: paper, strong" in capsys.readouterr().err
 
 
 def test_plan_grows_with_the_batch_not_with_the_subset() -> None:

@@ -24,6 +24,7 @@ FIELDS = [
     "clean",
     "embed_attack",
     "task_attack",
+    "strong_attack",
 ]
 METRIC = {"classification": "accuracy", "segmentation": "miou", "depth": "rmse"}
 
@@ -31,7 +32,7 @@ METRIC = {"classification": "accuracy", "segmentation": "miou", "depth": "rmse"}
 def _row(task, dataset, encoder, encoder_type, clean, embed, attack):
     return dict(
         zip(
-            FIELDS,
+            FIELDS[:-1],  # no strong_attack: the paper suite
             [task, dataset, encoder, encoder_type, METRIC[task], clean, embed, attack],
             strict=True,
         )
@@ -153,7 +154,7 @@ def test_csv_has_every_row_in_the_contract_order(tmp_path):
     for row, line in zip(ROWS, lines[1:], strict=True):
         assert line[:5] == [row[k] for k in FIELDS[:5]]
         for key, cell in zip(FIELDS[5:], line[5:], strict=True):
-            value = row[key]
+            value = row.get(key)  # strong_attack: only when the strong suite ran
             if value is None or math.isnan(value):
                 assert cell == ""
             else:
@@ -204,6 +205,25 @@ def test_tables_md_follows_the_paper_layout(tmp_path):
     )
     assert depth[2] == "| nyu | vit_a | Standard | 0.49 | 1.54 | 2.60 |"
     assert depth[3].endswith("(+214 %); DepthPGD: RMSE 2.60 vs clean 0.49 (+431 %)")
+
+
+def test_strong_attack_column_in_csv_and_tables(tmp_path):
+    row = {
+        "task": "segmentation", "dataset": "shapes", "encoder": "vit", "encoder_type": "standard",
+        "metric": "miou", "clean": 0.5, "embed_attack": 0.2, "task_attack": 0.1,
+        "strong_attack": 0.05,
+    }  # fmt: skip
+    paths = write_tables({"rows": [row]}, tmp_path)
+    with paths["csv"].open(newline="", encoding="utf-8") as fh:
+        lines = list(csv.reader(fh))
+    assert lines[0][-1] == "strong_attack" and float(lines[1][-1]) == 0.05
+    md = paths["markdown"].read_text().splitlines()
+    header = next(line for line in md if line.startswith("| Dataset"))
+    assert header.endswith("| SegPGD mIoU ↑ | strong_attack mIoU ↑ |")
+    assert "| shapes | vit | Standard | 0.50 | 0.20 | 0.10 | 0.05 |" in md
+    assert any("strong_attack: mIoU 0.05 vs clean 0.50 (−90 %)" in line for line in md)
+    with pytest.raises(ValueError, match="strong_attack"):
+        write_tables({"rows": [{**row, "strong_attack": "high"}]}, tmp_path)
 
 
 def test_tables_md_only_has_the_tasks_present_and_extras(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -94,6 +95,27 @@ def test_outputs_and_row_schema(finished):
     figures = {p.name for p in (out / "figures").glob("*.png")}
     assert {"eps_curves_classification.png", "deacl_history.png"} <= figures
     assert any(name.startswith("gallery_shapes_segmentation") for name in figures)
+
+
+def test_strong_suite_adds_the_strong_attack_column(tmp_path):
+    spec = tiny_spec(deacl=False, curve=False)
+    spec = dataclasses.replace(
+        spec, attack=dataclasses.replace(spec.attack, suite=("paper", "strong"), strong_steps=2)
+    )
+    results = run_benchmark(spec, out=tmp_path, progress=False)
+    assert len(results["rows"]) == 3
+    for r in results["rows"]:
+        assert isinstance(r["strong_attack"], float) and math.isfinite(r["strong_attack"])
+        worse_or_equal = (
+            r["strong_attack"] >= r["clean"] - 1e-9
+            if r["task"] == "depth"
+            else r["strong_attack"] <= r["clean"] + 1e-9
+        )
+        assert worse_or_equal, r
+    tables = (tmp_path / "tables.md").read_text()
+    assert "| strong_attack Accuracy ↑ |" in tables and "| strong_attack RMSE ↓ |" in tables
+    header = (tmp_path / "results.csv").read_text().splitlines()[0]
+    assert header.endswith(",task_attack,strong_attack")
 
 
 def test_curves_end_at_the_main_result(finished):

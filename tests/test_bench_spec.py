@@ -67,6 +67,13 @@ def test_toml_round_trip(tmp_path):
     assert spec_from_dict(spec.to_dict()).fingerprint() == spec.fingerprint()
 
 
+def test_strong_suite_from_toml(tmp_path):
+    assert load_spec(_write(tmp_path, MINIMAL)).attack.suite == ("paper",)
+    text = MINIMAL.replace("steps = 3", 'steps = 3\nsuite = ["strong", "paper"]\nstrong_steps = 7')
+    spec = load_spec(_write(tmp_path, text))
+    assert spec.attack.suite == ("paper", "strong") and spec.attack.strong_steps == 7
+
+
 def test_fingerprint_ignores_out_and_device_but_not_settings(tmp_path):
     spec = load_spec(_write(tmp_path, MINIMAL))
     moved = load_spec(_write(tmp_path, MINIMAL.replace('out = "runs/x"', 'out = "elsewhere"')))
@@ -117,6 +124,9 @@ def test_fingerprint_ignores_out_and_device_but_not_settings(tmp_path):
             "deacl.dataset must name a dataset entry",
         ),
         ("[heads.depth]", "[heads.detection]", ValueError, "heads must be one of"),
+        ("steps = 3", 'steps = 3\nsuite = ["strong"]', ValueError, "must contain 'paper'"),
+        ("steps = 3", 'steps = 3\nsuite = ["paper", "aa"]', ValueError, "unknown suite 'aa'"),
+        ("steps = 3", "steps = 3\nstrong_steps = 0", ValueError, "strong_steps must be >= 1"),
         (
             'name = "tiny_deacl"',
             'name = "tiny"',

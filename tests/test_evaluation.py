@@ -166,3 +166,24 @@ def test_restarts_run_and_stay_deterministic() -> None:
     assert a.headline == b.headline
     assert torch.equal(a.kept["model"]["adv/pgd"], b.kept["model"]["adv/pgd"])
     assert a.headline["model"]["pgd"] <= a.headline["model"]["clean"]
+
+
+def _strong_run(batch_size: int):
+    _, data, models = _setup()
+    attacks = {
+        "strong": lambda m: get_task(m.adaptor.task).make_strong_attack(m, data.info, steps=2)
+    }
+    loader = DataLoader(data, batch_size=batch_size)
+    return evaluate(models, loader, attacks=attacks, info=data.info, keep=10)
+
+
+def test_strong_attack_ensembles_stream_and_do_not_depend_on_the_batch_size() -> None:
+    """Ensemble members that run only on the samples left keep each sample's own seed."""
+    a, b = _strong_run(3), _strong_run(10)
+    _same_values(a.headline, b.headline)
+    for model in a.kept:
+        assert torch.equal(a.kept[model]["adv/strong"], b.kept[model]["adv/strong"]), model
+        # the worst case is at least as damaging as the clean prediction, per the task's metric
+        spec = get_task(model)
+        clean, strong = a.headline[model]["clean"], a.headline[model]["strong"]
+        assert strong <= clean + 1e-9 if spec.higher_is_better else strong >= clean - 1e-9

@@ -5,7 +5,7 @@
 
 from .base import Attack, AttackOptions
 from .classification import APGD, PGD
-from .core import L2, NORMS, AttackResult, Linf, Norm, pgd
+from .core import L2, NORMS, AttackResult, Linf, Norm, SeededStart, pgd
 from .depth import DepthPGD
 from .embed import EmbedAttack, embedding_distance
 from .ensemble import STRONG_TASKS, Ensemble, EnsembleResult, strong_attack
@@ -26,6 +26,7 @@ __all__ = [
     "EnsembleResult",
     "Linf",
     "Norm",
+    "SeededStart",
     "SegPGD",
     "embedding_distance",
     "pgd",

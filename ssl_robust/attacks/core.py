@@ -40,6 +40,7 @@ __all__ = [
     "LossFn",
     "Norm",
     "Schedule",
+    "SeededStart",
     "Stepper",
     "apgd_checkpoints",
     "pgd",
@@ -167,6 +168,63 @@ class L2(Norm):
     def project(self, delta: Tensor, eps: float) -> Tensor:
         factor = (eps / _per_sample_norm(delta).clamp_min(1e-12)).clamp(max=1.0)
         return delta * factor
+
+
+class SeededStart(Norm):
+    """A threat model whose random start is drawn per sample from its own seed.
+
+    Wraps a :class:`~ssl_robust.attacks.Norm` (same ``step``/``project``); ``random_init``
+    draws sample ``i``'s start with ``torch.Generator().manual_seed(seeds[i])``, so a sample
+    gets the same start whatever batch (or rank) it falls in. With ``restarts > 1`` the later
+    restarts run on the samples still unbroken, which this object cannot identify: their starts
+    are seeded from the whole batch (deterministic, but they depend on the batch composition).
+
+    Example:
+        >>> import torch
+        >>> from ssl_robust.attacks import Linf, SeededStart
+        >>> like = torch.zeros(3, 1, 2, 2)
+        >>> a = SeededStart(Linf(), [7, 8, 9]).random_init(like, 0.1, None)
+        >>> b = SeededStart(Linf(), [8]).random_init(like[:1], 0.1, None)
+        >>> torch.equal(a[1:2], b)
+        True
+    """
+
+    def __init__(self, base: Norm, seeds: list[int]) -> None:
+        self.base = base
+        self.name = base.name
+        self.seeds = list(seeds)
+        self.calls = 0
+
+    def random_init(self, like: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:
+        self.calls += 1
+        salt = 0 if self.calls == 1 else self.calls * 0x9E3779B97F4A7C15
+        if like.shape[0] != len(self.seeds):
+            # A restart on the samples left (restarts > 1): which ones is not known here, so
+            # this start depends on the batch's composition (still seeded, deterministic).
+            mixed = hash((tuple(self.seeds), self.calls, like.shape[0])) & ((1 << 63) - 1)
+            return self.base.random_init(like, eps, torch.Generator().manual_seed(mixed))
+        parts = [
+            self.base.random_init(
+                like[i : i + 1], eps, torch.Generator().manual_seed((s ^ salt) & ((1 << 63) - 1))
+            )
+            for i, s in enumerate(self.seeds)
+        ]
+        return torch.cat(parts) if parts else torch.zeros_like(like)
+
+    def subset(self, idx: Tensor | list[int]) -> SeededStart:
+        """The same threat model for the samples ``idx`` of the batch, with their seeds.
+
+        :class:`~ssl_robust.attacks.Ensemble` runs its later members on the samples still
+        unbroken; with this their starts stay the ones of their own seeds.
+        """
+        rows = idx.tolist() if isinstance(idx, Tensor) else list(idx)
+        return SeededStart(self.base, [self.seeds[int(i)] for i in rows])
+
+    def step(self, delta: Tensor, grad: Tensor, step_size: float | Tensor) -> Tensor:
+        return self.base.step(delta, grad, step_size)
+
+    def project(self, delta: Tensor, eps: float) -> Tensor:
+        return self.base.project(delta, eps)
 
 
 #: The registered threat models, by the name attacks accept in ``norm=``.

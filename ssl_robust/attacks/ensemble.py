@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from .. import _checks
 from .base import Attack, _select, model_output, preserved_state
 from .classification import APGD, PGD
+from .core import SeededStart
 from .depth import DepthPGD
 from .embed import EmbedAttack
 from .segmentation import SegPGD
@@ -144,7 +145,13 @@ class Ensemble:
             todo = all_idx[~broken]
             if todo.numel() == 0:
                 break
-            res = attack.run(images[todo], _select(target, todo, b))
+            norm = attack.norm
+            if isinstance(norm, SeededStart) and todo.numel() < b:
+                attack.norm = norm.subset(todo)  # type: ignore[assignment]
+            try:  # per-sample seeded starts stay with their samples
+                res = attack.run(images[todo], _select(target, todo, b))
+            finally:
+                attack.norm = norm
             steps[todo] += res.steps
             with preserved_state(model, eval_mode=first.eval_mode, device=device):
                 new_damage, new_broken = self._judge(

@@ -22,6 +22,7 @@ __all__ = [
     "ATTACKS",
     "CURVE_FIELDS",
     "GALLERY_FIELDS",
+    "OPTIONAL_ROW_FIELDS",
     "ROW_FIELDS",
     "TASKS",
     "encoder_type_label",
@@ -32,6 +33,7 @@ __all__ = [
 
 
 ATTACKS: tuple[str, ...] = ("embed_attack", "task_attack")
+#: The keys every row has.
 ROW_FIELDS: tuple[str, ...] = (
     "task",
     "dataset",
@@ -42,6 +44,9 @@ ROW_FIELDS: tuple[str, ...] = (
     "embed_attack",
     "task_attack",
 )
+#: Keys a row has only when its suite ran them (``"strong"``: ``strong_attack``); absent
+#: means not run, which is also what ``None`` says.
+OPTIONAL_ROW_FIELDS: tuple[str, ...] = ("strong_attack",)
 _ID_FIELDS: tuple[str, ...] = ("task", "dataset", "encoder", "encoder_type")
 CURVE_FIELDS: tuple[str, ...] = (*_ID_FIELDS, "metric", "attack", "eps", "values")
 GALLERY_FIELDS: tuple[str, ...] = (*_ID_FIELDS, "file")
@@ -141,6 +146,9 @@ def validate_results(results: object) -> None:
         rec = _check_record(row, ROW_FIELDS, f"rows[{i}]")
         for key in ("clean", "embed_attack", "task_attack"):
             _check_value(rec[key], f"rows[{i}][{key!r}]")
+        for key in OPTIONAL_ROW_FIELDS:
+            if key in rec:
+                _check_value(rec[key], f"rows[{i}][{key!r}]")
     for i, curve in enumerate(_section(results, "curves")):
         rec = _check_record(curve, CURVE_FIELDS, f"curves[{i}]")
         if rec["attack"] not in ATTACKS:

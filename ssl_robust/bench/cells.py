@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attacks import Attack, EmbedAttack
+from ..attacks import Attack, EmbedAttack, Ensemble
 from ..data.base import DatasetInfo, SampleDataset
 from ..encoders import Encoder, EncoderOutput
-from ..evaluation import EvalResult, evaluate, head_of
+from ..evaluation import AttackLike, EvalResult, evaluate, head_of
 from ..runtime import rank_world
 from ..tasks import get_task
 from .context import RunContext
@@ -68,11 +68,34 @@ def _task_attack(ctx: RunContext, info: DatasetInfo, eps: float) -> Callable[[nn
     return make
 
 
+def _strong_attack(
+    ctx: RunContext, info: DatasetInfo, eps: float
+) -> Callable[[nn.Module], Ensemble]:
+    def make(model: nn.Module) -> Ensemble:
+        task = get_task(str(getattr(head_of(model), "task", "")))
+        return task.make_strong_attack(model, info, eps=eps, steps=ctx.spec.attack.strong_steps)
+
+    return make
+
+
 def _attacks(
-    ctx: RunContext, encoder: nn.Module, tokens: str, info: DatasetInfo, eps: float, suffix: str
-) -> dict[str, Attack | Callable[[nn.Module], Attack]]:
+    ctx: RunContext,
+    encoder: nn.Module,
+    tokens: str,
+    info: DatasetInfo,
+    eps: float,
+    suffix: str,
+    *,
+    suite: tuple[str, ...] = ("paper",),
+) -> dict[str, AttackLike]:
     embed = EmbedAttack(encoder, tokens=tokens, **ctx.attack_options(eps))  # type: ignore[arg-type]
-    return {f"embed_attack{suffix}": embed, f"task_attack{suffix}": _task_attack(ctx, info, eps)}
+    attacks: dict[str, AttackLike] = {
+        f"embed_attack{suffix}": embed,
+        f"task_attack{suffix}": _task_attack(ctx, info, eps),
+    }
+    if "strong" in suite:
+        attacks[f"strong_attack{suffix}"] = _strong_attack(ctx, info, eps)
+    return attacks
 
 
 def _loader(ctx: RunContext, data: Any, ds: DatasetSpec) -> torch.utils.data.DataLoader[Any]:
@@ -104,7 +127,7 @@ def evaluate_cells(
         res = evaluate(
             group,
             _loader(ctx, data, ds),
-            attacks=_attacks(ctx, target, tokens, info, a.eps, ""),
+            attacks=_attacks(ctx, target, tokens, info, a.eps, "", suite=a.suite),
             info=info,
             seed=ctx.spec.seed,
             keep=ctx.spec.eval.gallery,
@@ -131,7 +154,7 @@ def _curves(
 ) -> EvalResult:
     a = ctx.spec.attack
     prefix = torch.utils.data.Subset(data, range(min(a.curve_subset, len(data))))
-    attacks: dict[str, Attack | Callable[[nn.Module], Attack]] = {}
+    attacks: dict[str, AttackLike] = {}
     for eps in a.curve_eps:
         attacks.update(_attacks(ctx, encoder, tokens, info, eps, f"@{eps!r}"))
     return evaluate(
@@ -163,10 +186,13 @@ def _store_task(
         "embed_attack": main["embed_attack"],
         "task_attack": main["task_attack"],
     }
+    if "strong_attack" in main:
+        row["strong_attack"] = main["strong_attack"]
     logger.info(
-        "%s %s %s: clean %.3f, EmbedAttack %.3f, %s %.3f",
+        "%s %s %s: clean %.3f, EmbedAttack %.3f, %s %.3f%s",
         ident["encoder"], ident["dataset"], task, row["clean"], row["embed_attack"],
         spec.attack_label, row["task_attack"],
+        f", strong_attack {row['strong_attack']:.3f}" if "strong_attack" in row else "",
     )  # fmt: skip
     if curves is not None:
         a = ctx.spec.attack

@@ -59,6 +59,8 @@ class BenchPlan:
                 f"{c['encoder']:<24}{c['dataset']:<14}{c['task']:<15}{c['images']:>7}"
                 f"{len(c['attacks']):>9}{c['forward_passes']:>11}"
             )
+        per_task = {c["task"]: c["attacks"] for c in self.cells}
+        lines += [f"{task} attacks: {', '.join(a)}" for task, a in per_task.items()]
         lines.append(
             f"{len(self.cells)} cell(s), {self.forward_passes} image forward passes in all, "
             f"{self.world_size} rank(s)"
@@ -145,6 +147,15 @@ def plan_benchmark(spec: BenchSpec, *, world_size: int = 1, device: str | None =
                 peak_act = max(peak_act, _activation_bytes(enc, ev.batch_size, ds.image_size, outs))
                 attacks = ["EmbedAttack", t.attack_label]
                 per_image = 1 + len(attacks) * (1 + (a.steps + 1))  # clean; attack + predict
+                if "strong" in a.suite:  # at most: every run on every image, + judging
+                    members = t.make_strong_attack(torch.nn.Identity(), info, steps=1).attacks
+                    runs = sum(
+                        min(m.n_target_classes, max(outs - 1, 1)) if getattr(m, "targeted", 0)
+                        else 1
+                        for m in members
+                    )  # fmt: skip
+                    attacks.append(f"strong_attack ({runs} runs)")
+                    per_image += 2 + runs * (a.strong_steps + 2)
                 curve_imgs = min(a.curve_subset, n_eval)
                 forwards = n_eval * per_image + curve_imgs * len(a.curve_eps) * 2 * (a.steps + 2)
                 plan.cells.append(

@@ -16,6 +16,7 @@ from typing import Any
 
 from ._plots import load_matplotlib, write_figures
 from ._schema import (
+    OPTIONAL_ROW_FIELDS,
     ROW_FIELDS,
     TASKS,
     encoder_type_label,
@@ -79,12 +80,15 @@ def _sort_key(row: Mapping[str, Any]) -> tuple[str, str, int, str]:
 def _task_table(task: str, rows: list[Mapping[str, Any]]) -> list[str]:
     info = task_info(task)
     label = f"{info.metric_label} {info.arrow}"
+    columns = [("EmbedAttack", "embed_attack"), (info.attack_label, "task_attack")]
+    if any(row.get("strong_attack") is not None for row in rows):
+        columns.append(("strong_attack", "strong_attack"))
+    header = " | ".join(f"{name} {label}" for name, _ in columns)
     lines = [
         f"### Table {info.table}: {task} {info.metric_text} ({info.arrow})",
         "",
-        f"| Dataset | Encoder | Encoder Type | Clean {label} | EmbedAttack {label} "
-        f"| {info.attack_label} {label} |",
-        "|---|---|---|---|---|---|",
+        f"| Dataset | Encoder | Encoder Type | Clean {label} | {header} |",
+        "|---|---|---|---|" + "---|" * len(columns),
     ]
     rows = sorted(rows, key=_sort_key)
     for row in rows:
@@ -93,16 +97,15 @@ def _task_table(task: str, rows: list[Mapping[str, Any]]) -> list[str]:
             _md(row["encoder"]),
             _md(encoder_type_label(row["encoder_type"])),
             _fmt(row["clean"]),
-            _fmt(row["embed_attack"]),
-            _fmt(row["task_attack"]),
+            *(_fmt(row.get(key)) for _, key in columns),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     for row in rows:
         changes = "; ".join(
-            f"{name}: {info.metric_text} {_fmt(row[key])} vs clean {_fmt(row['clean'])} "
-            f"({_relative_change(row[key], row['clean'])})"
-            for name, key in (("EmbedAttack", "embed_attack"), (info.attack_label, "task_attack"))
+            f"{name}: {info.metric_text} {_fmt(row.get(key))} vs clean {_fmt(row['clean'])} "
+            f"({_relative_change(row.get(key), row['clean'])})"
+            for name, key in columns
         )
         who = f"{row['dataset']} / {row['encoder']} ({encoder_type_label(row['encoder_type'])})"
         lines.append(f"- {_md(who)} — {_md(changes)}")
@@ -124,8 +127,10 @@ def write_tables(results: Mapping[str, Any], out_dir: str | Path) -> dict[str, P
     """Write ``results.csv`` and ``tables.md`` (the paper's Tables 1–3) into ``out_dir``.
 
     ``results.csv`` holds one line per row with the columns ``task, dataset, encoder,
-    encoder_type, metric, clean, embed_attack, task_attack`` (values at full precision;
-    missing values, None or NaN, are empty cells).
+    encoder_type, metric, clean, embed_attack, task_attack, strong_attack`` (values at full
+    precision; missing values, None or NaN, and attacks not run are empty cells). A table
+    gets a ``strong_attack`` column when any of its rows has one (``suite = ["paper",
+    "strong"]``).
     ``tables.md`` holds one Markdown table per task present (classification, segmentation,
     depth), rows sorted by dataset, encoder and encoder type (Standard before DeACL), values
     with two decimals (``–`` when missing), and under each table the relative change of every
@@ -159,9 +164,10 @@ def write_tables(results: Mapping[str, Any], out_dir: str | Path) -> dict[str, P
     csv_path = out / "results.csv"
     with csv_path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(ROW_FIELDS)
+        fields = (*ROW_FIELDS, *OPTIONAL_ROW_FIELDS)
+        writer.writerow(fields)
         for row in rows:
-            writer.writerow([_csv_cell(row[k]) for k in ROW_FIELDS])
+            writer.writerow([_csv_cell(row.get(k)) for k in fields])
 
     lines = ["# Benchmark results", ""]
     versions = results.get("versions")

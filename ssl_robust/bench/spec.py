@@ -23,6 +23,7 @@ from ..tasks import TASKS
 
 __all__ = [
     "DEFAULT_DEACL_WEIGHTS",
+    "SUITES",
     "AttackSpec",
     "BenchSpec",
     "DatasetSpec",
@@ -32,6 +33,7 @@ __all__ = [
     "HeadSpec",
     "default_spec",
     "load_spec",
+    "parse_suite",
 ]
 
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
@@ -63,6 +65,12 @@ class AttackSpec:
             the curve, clean at 0); empty for no curves.
         curve_subset: images used for the curves (a prefix of the evaluation subset).
         segpgd_threshold: SegPGD success threshold (share of correct pixels).
+        suite: the attacks of every cell: ``["paper"]`` (clean, EmbedAttack and the paper's
+            task attack) or ``["paper", "strong"]``, which adds the task's
+            :func:`~ssl_robust.attacks.strong_attack` (a worst case per sample over APGD
+            attacks: AutoAttack-style for classification, SEA-style for segmentation) as the
+            ``strong_attack`` column.
+        strong_steps: steps of each member of the strong attack (AutoAttack uses 100).
     """
 
     eps: float = 8 / 255
@@ -72,8 +80,12 @@ class AttackSpec:
     curve_eps: tuple[float, ...] = (2 / 255, 4 / 255)
     curve_subset: int = 64
     segpgd_threshold: float = 0.01
+    suite: tuple[str, ...] = ("paper",)
+    strong_steps: int = 100
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "suite", parse_suite(self.suite))
+        _checks.check_int("attack.strong_steps", self.strong_steps, minimum=1)
         object.__setattr__(self, "eps", parse_budget("attack.eps", self.eps))
         object.__setattr__(self, "step_size", parse_budget("attack.step_size", self.step_size))
         _checks.check_int("attack.steps", self.steps, minimum=0)
@@ -379,6 +391,38 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise _checks.SSLRobustValueError(f"{path} is not valid TOML: {exc}") from None
 
 
+#: The attack suites a benchmark can run.
+SUITES: tuple[str, ...] = ("paper", "strong")
+
+
+def parse_suite(value: object) -> tuple[str, ...]:
+    """Check an attack suite: ``"paper"``, ``"paper,strong"`` or a list of those names.
+
+    Example:
+        >>> parse_suite("paper,strong")
+        ('paper', 'strong')
+        >>> parse_suite(["paper"])
+        ('paper',)
+    """
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+        raise _checks.SSLRobustTypeError(
+            f"attack.suite must be a list of names from {list(SUITES)}; got {value!r}"
+        )
+    names = tuple(v.strip() for v in items)
+    unknown = [v for v in names if v not in SUITES]
+    if unknown:
+        raise _checks.SSLRobustValueError(
+            f"attack.suite: unknown suite {unknown[0]!r}; valid suites are: {', '.join(SUITES)}"
+        )
+    if "paper" not in names or len(set(names)) != len(names):
+        raise _checks.SSLRobustValueError(
+            f"attack.suite must contain 'paper' (the tables' columns) once, optionally with "
+            f"'strong'; got {list(names)}"
+        )
+    return tuple(s for s in SUITES if s in names)
+
+
 def load_spec(path: str | Path) -> BenchSpec:
     """Read a TOML benchmark config (see ``configs/`` and docs/benchmark.md)."""
     return spec_from_dict(read_toml(Path(path)))
@@ -435,8 +479,9 @@ def default_spec(out: str = "ssl_robust_results", *, fine_tune: bool = False) ->
                 epochs=10, lr=3e-3, batch_size=64, train_size=2000, options={"bins": 64}
             ),
         },
-        # the ε curves on the first 32 evaluation images (the main results use all 128)
-        attack=AttackSpec(curve_subset=32),
+        # the ε curves on the first 32 evaluation images (the main results use all 128);
+        # the strong suite with 20 steps per member instead of AutoAttack's 100, for a CPU
+        attack=AttackSpec(curve_subset=32, suite=("paper", "strong"), strong_steps=20),
         eval=EvalSpec(subset=128, seed=0, batch_size=64, gallery=4),
         out=out,
         threads=None,
