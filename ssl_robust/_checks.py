@@ -405,34 +405,6 @@ def check_label_range(labels: Tensor, num_classes: int, *, name: str = "labels")
         )
 
 
-# --- defenses ---
-def images_from_batch(batch: object, *, name: str = "loader") -> Tensor:
-    """The images of a data-loader batch: the batch itself or the first item of a tuple/list.
-
-    Raises:
-        SSLRobustTypeError: the batch is neither an image tensor nor an ``(images, ...)``
-            tuple/list whose first item is one.
-        SSLRobustValueError: the images are not (B, C, H, W).
-
-    The values (range [0, 1]) are checked where the images are used, once.
-    """
-    images = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
-    if not isinstance(images, Tensor):
-        got = type(batch).__name__
-        if isinstance(batch, (tuple, list)):
-            got += f" whose first item is {type(images).__name__}"
-        hint = (
-            " — wrap dict-style datasets so they yield (images, ...) tuples"
-            if isinstance(batch, Mapping)
-            else ""
-        )
-        raise SSLRobustTypeError(
-            f"{name} must yield image batches: a tensor (B, C, H, W) in [0, 1] or a tuple "
-            f"(images, ...); got {got}{hint}"
-        )
-    return check_image_tensor(images, name=f"images from the {name}")
-
-
 # --- dense tasks (segmentation, depth) ---
 
 
