@@ -293,6 +293,7 @@ def test_bad_loss_fn_outputs_are_reported():
         (dict(steps=-1), ValueError, "steps must be >= 0"),
         (dict(steps=2.5), TypeError, "steps must be an int"),
         (dict(norm="l1"), ValueError, "norm must be one of 'linf', 'l2'"),
+        (dict(norm=2), TypeError, r"norm must be one of \('linf', 'l2'\) or a Norm instance"),
         (dict(select="first"), ValueError, "select must be one of 'best', 'last'"),
         (dict(generator=0), TypeError, "torch.Generator"),
     ],
