@@ -50,6 +50,27 @@ def weights_hash(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+def deacl_toml(out: Path, *, batch_size: int = 8, extra: str = "") -> str:
+    """A tiny ``ssl-robust deacl`` config: ``vit_test`` on 16 shapes images, one 1-step epoch
+    (``extra``: more lines for the ``[deacl]`` table)."""
+    return f"""
+out = "{out}"
+[encoder]
+registry = "vit_test"
+[data]
+dataset = "shapes"
+subset = 16
+image_size = 16
+batch_size = {batch_size}
+options = {{ size = 32 }}
+[deacl]
+epochs = 1
+warmup_epochs = 0
+steps = 1
+{extra}
+"""
+
+
 #: The small run shared by the resume test and its subprocess.
 RESUME_CONFIG = DeACLConfig(steps=2, epochs=3, warmup_epochs=1, lr=0.05)
 
