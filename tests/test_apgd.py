@@ -89,29 +89,25 @@ def batch(classifier):
 @pytest.mark.parametrize(("loss", "targeted"), [("ce", False), ("dlr", False), ("dlr", True)])
 def test_apgd_variants_stay_in_ball_and_report_misclassification(loss, targeted, classifier, batch):
     x, y = batch
-    atk = APGD(
-        classifier,
-        loss=loss,
-        targeted=targeted,
-        n_target_classes=3,
-        steps=15,
-        eps=2 / 255,
-        generator=torch.Generator().manual_seed(0),
-    )
+
+    def make() -> APGD:  # a fresh attack with a fresh generator of the same seed
+        return APGD(
+            classifier,
+            loss=loss,
+            targeted=targeted,
+            n_target_classes=3,
+            steps=15,
+            eps=2 / 255,
+            generator=torch.Generator().manual_seed(0),
+        )
+
+    atk = make()
     res = atk.run(x, y)
     assert (res.adversarial - x).abs().max() <= 2 / 255 + 1e-6
     with torch.no_grad():
         pred = classifier(res.adversarial).argmax(1)
     assert torch.equal(res.success, pred != y)
-    again = APGD(
-        classifier,
-        loss=loss,
-        targeted=targeted,
-        n_target_classes=3,
-        steps=15,
-        eps=2 / 255,
-        generator=torch.Generator().manual_seed(0),
-    ).run(x, y)
+    again = make().run(x, y)
     assert torch.equal(again.adversarial, res.adversarial)
     assert atk.schedule == "apgd" and atk.steps == 15 and f"loss={loss!r}" in repr(atk)
 
