@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+from conftest import linear_classifier
 
 from ssl_robust.attacks import APGD
 from ssl_robust.losses import dlr_loss, logit_margin, targeted_dlr_loss
@@ -75,8 +76,7 @@ def test_dlr_needs_enough_classes(fn, classes, match):
 
 @pytest.fixture
 def classifier():
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 6))
+    return linear_classifier(6)
 
 
 @pytest.fixture
@@ -158,6 +158,6 @@ def test_apgd_bad_options(classifier):
         APGD(classifier, loss="dlr", targeted=True, n_target_classes=0)
     with pytest.raises(TypeError, match="needs the true labels"):
         APGD(classifier)(torch.rand(2, 3, 8, 8))
-    two = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+    two = linear_classifier(2)
     with pytest.raises(ValueError, match="at least 3 classes"):
         APGD(two, loss="dlr", steps=1)(torch.rand(2, 3, 8, 8), torch.tensor([0, 1]))

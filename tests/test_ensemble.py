@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import linear_classifier
 
 from ssl_robust.attacks import (
     APGD,
@@ -19,8 +20,7 @@ from ssl_robust.attacks import (
 
 @pytest.fixture
 def classifier():
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 6))
+    return linear_classifier(6)
 
 
 @pytest.fixture
@@ -97,7 +97,7 @@ def test_worst_case_over_members_equals_independent_runs():
 
 def test_bad_ensembles(classifier):
     seg = torch.nn.Conv2d(3, 4, 3, padding=1)
-    other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 6))
+    other = linear_classifier(6, seed=1)
     with pytest.raises(TypeError, match="non-empty list"):
         Ensemble([])
     with pytest.raises(TypeError, match="must be an Attack"):
