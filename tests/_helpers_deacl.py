@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,15 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import tiny_vit
 
 from ssl_robust.defenses import DeACLConfig, DeACLTrainer
-
-
-@pytest.fixture(autouse=False)
-def one_thread() -> Iterator[None]:
-    """Tiny models run fastest (and reproducibly) on one intra-op thread; restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def synthetic_images(n: int, *, seed: int, size: int = 16) -> torch.Tensor:

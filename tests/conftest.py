@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -37,6 +37,17 @@ def tanh_linear_model(
         return torch.tanh(x.flatten(1) @ w.T * 0.3) * 5
 
     return model
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Run tiny models single-threaded (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    on a loaded 2-core machine intra-op threads spin against each other and make small ops
+    10-100x slower. Restored after the module."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture

@@ -18,12 +18,9 @@ from ssl_robust.data import Seeded, create_dataset, unpack_batch
 from ssl_robust.encoders import create_encoder
 from ssl_robust.metrics import Accuracy, MeanIoU
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 EPS = 8 / 255
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 def _miou(model: TaskModel, loader: DataLoader, classes: int, attack: SegPGD | None) -> float:

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from _helpers_dense import one_thread  # noqa: F401
 from conftest import tiny_vit
 
 from ssl_robust import SSLRobustTypeError, SSLRobustValueError
@@ -22,6 +21,8 @@ from ssl_robust.losses import (
     segpgd_loss,
 )
 from ssl_robust.metrics import MeanIoU
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 G = torch.Generator().manual_seed(0)
 
