@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -18,6 +19,30 @@ def small_vit(dtype: torch.dtype = torch.float32) -> VisionTransformer:
     torch.manual_seed(0)
     vit = VisionTransformer(img_size=32, patch_size=4, embed_dim=192, depth=6, num_heads=3)
     return vit.to(dtype).eval()
+
+
+def timing_parser(doc: str | None, *, clock: str) -> argparse.ArgumentParser:
+    """The options the attack-timing scripts share (``--batch --steps --repeats --threads
+    --clock --device --bf16``); ``clock``: the default of ``--clock``."""
+    p = argparse.ArgumentParser(description=(doc or "").splitlines()[0] if doc else None)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--clock", choices=("cpu", "wall"), default=clock)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--bf16", action="store_true", help="run under torch.autocast(bf16)")
+    return p
+
+
+def random_batch(
+    n: int, device: torch.device, classes: int = 10
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` uniform 32×32 images and labels (generator seed 0), on ``device``."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 3, 32, 32, generator=gen).to(device)
+    y = torch.randint(0, classes, (n,), generator=gen).to(device)
+    return x, y
 
 
 def fitted_classifier(

@@ -10,34 +10,22 @@ Run:  python benchmarks/attack_overhead.py [--batch 32] [--steps 20] [--repeats 
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 import torch.nn.functional as F
-from _common import interleaved, small_vit
+from _common import interleaved, random_batch, small_vit, timing_parser
 
 from ssl_robust.adaptors import LinearClassifier, TaskModel
 from ssl_robust.attacks import PGD, EmbedAttack
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--bf16", action="store_true", help="run under torch.autocast(bf16)")
-    a = p.parse_args()
+    a = timing_parser(__doc__, clock="cpu").parse_args()
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     enc = small_vit().to(device)
     model = TaskModel(enc, LinearClassifier(enc.embed_dim, 10)).to(device).eval()
     model.requires_grad_(False)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(a.batch, 3, 32, 32, generator=gen).to(device)
-    y = torch.randint(0, 10, (a.batch,), generator=gen).to(device)
+    x, y = random_batch(a.batch, device)
 
     def bare_pgd() -> None:
         for _ in range(a.steps):

@@ -16,27 +16,19 @@ Run:  python benchmarks/compile_overhead.py [--batch 32] [--steps 20] [--repeats
 
 from __future__ import annotations
 
-import argparse
 import copy
 import time
 
 import torch
-from _common import interleaved, small_vit
+from _common import interleaved, random_batch, small_vit, timing_parser
 
 from ssl_robust.adaptors import LinearClassifier, TaskModel
 from ssl_robust.attacks import PGD
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=1)
+    p = timing_parser(__doc__, clock="wall")
     p.add_argument("--backend", default="inductor")
-    p.add_argument("--clock", choices=("cpu", "wall"), default="wall")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--bf16", action="store_true", help="run under torch.autocast(bf16)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
@@ -46,9 +38,7 @@ def main() -> None:
     eager = TaskModel(enc, head).eval()
     compiled_enc = torch.compile(copy.deepcopy(enc), backend=a.backend)
     compiled = TaskModel(compiled_enc, copy.deepcopy(head)).eval()
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(a.batch, 3, 32, 32, generator=gen).to(device)
-    y = torch.randint(0, 10, (a.batch,), generator=gen).to(device)
+    x, y = random_batch(a.batch, device)
 
     def attack(model: TaskModel) -> torch.Tensor:
         g = torch.Generator(device=device).manual_seed(0)

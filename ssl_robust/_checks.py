@@ -26,9 +26,11 @@ __all__ = [
     "check_device",
     "check_finite_images",
     "check_generator",
+    "check_ignore_index",
     "check_images",
     "check_int",
     "check_labels",
+    "check_logits",
     "check_no_unknown",
     "check_positive_float",
     "inner_module",
@@ -405,39 +407,26 @@ def check_label_range(labels: Tensor, num_classes: int, *, name: str = "labels")
         )
 
 
-# --- defenses ---
-def images_from_batch(batch: object, *, name: str = "loader") -> Tensor:
-    """The images of a data-loader batch: the batch itself or the first item of a tuple/list.
-
-    Raises:
-        SSLRobustTypeError: the batch is neither an image tensor nor an ``(images, ...)``
-            tuple/list whose first item is one.
-        SSLRobustValueError: the images are not (B, C, H, W).
-
-    The values (range [0, 1]) are checked where the images are used, once.
-    """
-    images = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
-    if not isinstance(images, Tensor):
-        got = type(batch).__name__
-        if isinstance(batch, (tuple, list)):
-            got += f" whose first item is {type(images).__name__}"
-        hint = (
-            " — wrap dict-style datasets so they yield (images, ...) tuples"
-            if isinstance(batch, Mapping)
-            else ""
-        )
-        raise SSLRobustTypeError(
-            f"{name} must yield image batches: a tensor (B, C, H, W) in [0, 1] or a tuple "
-            f"(images, ...); got {got}{hint}"
-        )
-    return check_image_tensor(images, name=f"images from the {name}")
-
-
 # --- dense tasks (segmentation, depth) ---
 
 
 def _shape(value: object) -> str:
     return str(tuple(value.shape)) if isinstance(value, Tensor) else type(value).__name__
+
+
+def check_ignore_index(value: object) -> int:
+    """The label of unlabelled pixels: any int (255 in our datasets, -100 in PyTorch's losses)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SSLRobustTypeError(f"ignore_index must be an int; got {value!r}")
+    return value
+
+
+def check_logits(logits: object, *, dense: bool, name: str = "logits") -> Tensor:
+    """A float tensor of logits: (B, C), or (B, C, H, W) when ``dense``."""
+    ndim, layout = (4, "(B, C, H, W)") if dense else (2, "(B, C)")
+    if not isinstance(logits, Tensor) or logits.ndim != ndim or not logits.is_floating_point():
+        raise SSLRobustValueError(f"{name} must be a float tensor {layout}; got {_shape(logits)}")
+    return logits
 
 
 def check_masks(

@@ -138,8 +138,9 @@ def head_of(model: object) -> nn.Module | None:
     return None
 
 
-def _batches(loader: Iterable[Any], rank: int, world: int) -> Iterator[tuple[list[int], Any]]:
-    """(global indices, batch): this rank's contiguous shard of a DataLoader's dataset."""
+def _shard(loader: Iterable[Any], rank: int, world: int) -> tuple[Iterable[Any], int]:
+    """This rank's batches and the global index of its first sample: a contiguous shard of a
+    DataLoader's map-style dataset, or the loader itself in a single process."""
     dataset = getattr(loader, "dataset", None)
     if isinstance(loader, torch.utils.data.DataLoader) and not isinstance(
         dataset, torch.utils.data.IterableDataset
@@ -154,22 +155,24 @@ def _batches(loader: Iterable[Any], rank: int, world: int) -> Iterator[tuple[lis
             num_workers=loader.num_workers,
             pin_memory=loader.pin_memory,
         )
-        start = lo
-        for batch in shard:
-            b = len(unpack_batch(batch, where="evaluate's loader")[0])
-            yield list(range(start, start + b)), batch
-            start += b
-        return
+        return shard, lo
     if world > 1:
         raise _checks.SSLRobustValueError(
             "under torch.distributed evaluate needs a DataLoader over a map-style dataset (it "
             f"gives each rank its shard); got {type(loader).__name__}"
         )
-    start = 0
-    for batch in loader:
-        b = len(unpack_batch(batch, where="evaluate's loader")[0])
-        yield list(range(start, start + b)), batch
-        start += b
+    return loader, 0
+
+
+def _batches(
+    loader: Iterable[Any], rank: int, world: int
+) -> Iterator[tuple[list[int], Tensor, Any]]:
+    """(global indices, images, batch) for this rank's batches (see :func:`_shard`)."""
+    source, start = _shard(loader, rank, world)
+    for batch in source:
+        images, _ = unpack_batch(batch, where="evaluate's loader")
+        yield list(range(start, start + len(images))), images, batch
+        start += len(images)
 
 
 class _Timed:
@@ -347,8 +350,7 @@ def evaluate(
     total = 0
     bar = progress_bar(None, desc, enabled=progress, unit="batch")
     try:
-        for indices, batch in _batches(loader, rank, world):
-            images, _ = unpack_batch(batch, where="evaluate's loader")
+        for indices, images, batch in _batches(loader, rank, world):
             x = _checks.check_image_tensor(images).to(dev)
             targets = {
                 n: unpack_batch(batch, target=specs[n].target_key, where="evaluate's loader")[1]

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,15 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import tiny_vit
 
 from ssl_robust.defenses import DeACLConfig, DeACLTrainer
-
-
-@pytest.fixture(autouse=False)
-def one_thread() -> Iterator[None]:
-    """Tiny models run fastest (and reproducibly) on one intra-op thread; restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def synthetic_images(n: int, *, seed: int, size: int = 16) -> torch.Tensor:
@@ -48,6 +37,27 @@ def weights_hash(model: nn.Module) -> str:
         h.update(key.encode())
         h.update(value.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def deacl_toml(out: Path, *, batch_size: int = 8, extra: str = "") -> str:
+    """A tiny ``ssl-robust deacl`` config: ``vit_test`` on 16 shapes images, one 1-step epoch
+    (``extra``: more lines for the ``[deacl]`` table)."""
+    return f"""
+out = "{out}"
+[encoder]
+registry = "vit_test"
+[data]
+dataset = "shapes"
+subset = 16
+image_size = 16
+batch_size = {batch_size}
+options = {{ size = 32 }}
+[deacl]
+epochs = 1
+warmup_epochs = 0
+steps = 1
+{extra}
+"""
 
 
 #: The small run shared by the resume test and its subprocess.

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 
-import pytest
 import torch
 
 from ssl_robust.adaptors import LinearDepther, LinearSegmenter, TaskModel
@@ -73,13 +71,3 @@ def fitted_depther() -> TaskModel:
     images, _, depth = scenes(32, seed=1)
     model = TaskModel(encoder(), LinearDepther(32, max_depth=8.0, bins=32))
     return _fit_head(model, images, depth, lambda p, t: depth_loss(p, t).mean(), 60)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Run these tiny models single-threaded: on a loaded 2-core machine, intra-op threads
-    spin against each other and make small ops 10-100x slower. Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+from conftest import linear_classifier
 
 from ssl_robust.attacks import APGD
 from ssl_robust.losses import dlr_loss, logit_margin, targeted_dlr_loss
@@ -75,8 +76,7 @@ def test_dlr_needs_enough_classes(fn, classes, match):
 
 @pytest.fixture
 def classifier():
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 6))
+    return linear_classifier(6)
 
 
 @pytest.fixture
@@ -89,29 +89,25 @@ def batch(classifier):
 @pytest.mark.parametrize(("loss", "targeted"), [("ce", False), ("dlr", False), ("dlr", True)])
 def test_apgd_variants_stay_in_ball_and_report_misclassification(loss, targeted, classifier, batch):
     x, y = batch
-    atk = APGD(
-        classifier,
-        loss=loss,
-        targeted=targeted,
-        n_target_classes=3,
-        steps=15,
-        eps=2 / 255,
-        generator=torch.Generator().manual_seed(0),
-    )
+
+    def make() -> APGD:  # a fresh attack with a fresh generator of the same seed
+        return APGD(
+            classifier,
+            loss=loss,
+            targeted=targeted,
+            n_target_classes=3,
+            steps=15,
+            eps=2 / 255,
+            generator=torch.Generator().manual_seed(0),
+        )
+
+    atk = make()
     res = atk.run(x, y)
     assert (res.adversarial - x).abs().max() <= 2 / 255 + 1e-6
     with torch.no_grad():
         pred = classifier(res.adversarial).argmax(1)
     assert torch.equal(res.success, pred != y)
-    again = APGD(
-        classifier,
-        loss=loss,
-        targeted=targeted,
-        n_target_classes=3,
-        steps=15,
-        eps=2 / 255,
-        generator=torch.Generator().manual_seed(0),
-    ).run(x, y)
+    again = make().run(x, y)
     assert torch.equal(again.adversarial, res.adversarial)
     assert atk.schedule == "apgd" and atk.steps == 15 and f"loss={loss!r}" in repr(atk)
 
@@ -162,6 +158,6 @@ def test_apgd_bad_options(classifier):
         APGD(classifier, loss="dlr", targeted=True, n_target_classes=0)
     with pytest.raises(TypeError, match="needs the true labels"):
         APGD(classifier)(torch.rand(2, 3, 8, 8))
-    two = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+    two = linear_classifier(2)
     with pytest.raises(ValueError, match="at least 3 classes"):
         APGD(two, loss="dlr", steps=1)(torch.rand(2, 3, 8, 8), torch.tensor([0, 1]))

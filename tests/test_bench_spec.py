@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _helpers_deacl import deacl_toml
 
 from ssl_robust.bench.spec import (
     AttackSpec,
@@ -247,37 +248,19 @@ def test_python_dash_m_entry_point():
     assert out.stdout.startswith("ssl-robust ")
 
 
-DEACL_TOML = """
-out = "{out}"
-[encoder]
-registry = "vit_test"
-[data]
-dataset = "shapes"
-subset = 16
-image_size = 16
-batch_size = 8
-options = {{ size = 32 }}
-[deacl]
-epochs = 1
-warmup_epochs = 0
-steps = 1
-eps = "4/255"
-"""
-
-
 def test_cli_deacl_fine_tunes_and_exports_loadable_weights(tmp_path, capsys):
     import torch
 
     from ssl_robust.encoders import create_encoder
 
-    cfg = _write(tmp_path, DEACL_TOML.format(out=tmp_path / "run"))
+    cfg = _write(tmp_path, deacl_toml(tmp_path / "run", extra='eps = "4/255"'))
     assert main(["deacl", "--config", str(cfg), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "epoch=1" in out and "create_encoder('vit_test'" in out
     enc = create_encoder("vit_test", checkpoint_path=tmp_path / "run" / "student.pt")
     assert enc(torch.rand(1, 3, 16, 16)).cls.shape == (1, 32)
     assert (tmp_path / "run" / "deacl_checkpoint.pt").exists()
-    bad = _write(tmp_path, DEACL_TOML.format(out=tmp_path / "r2").replace("steps = 1", "stepz = 1"))
+    bad = _write(tmp_path, deacl_toml(tmp_path / "r2").replace("steps = 1", "stepz = 1"))
     assert main(["deacl", "--config", str(bad)]) == 2
     assert "unknown key 'stepz' in deacl" in capsys.readouterr().err
 

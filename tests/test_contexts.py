@@ -22,6 +22,8 @@ from ssl_robust.adaptors import LinearClassifier, TaskModel, fit
 from ssl_robust.attacks import PGD, DepthPGD, EmbedAttack, SegPGD, pgd
 from ssl_robust.defenses import DeACLConfig, DeACLTrainer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 EPS = 8 / 255
 ATTACKS = ["pgd", "embed-cls", "embed-patch", "segpgd", "depthpgd", "functional"]
 
@@ -90,14 +92,6 @@ def _assert_in_ball(adv: torch.Tensor, images: torch.Tensor) -> None:
     d = adv.double() - images.double()
     assert d.abs().max() <= EPS, float(d.abs().max() * 255)
     assert adv.min() >= 0 and adv.max() <= 1
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # ---------------------------------------------------------------------------- no_grad

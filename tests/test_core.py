@@ -5,20 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tanh_linear_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ssl_robust.attacks.core import L2, NORMS, AttackResult, Linf, pgd
-
-
-def _linear_model(seed: int = 0, classes: int = 4, dtype: torch.dtype = torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(classes, 3 * 8 * 8, generator=g, dtype=dtype)
-
-    def model(x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(x.flatten(1) @ w.T * 0.3) * 5
-
-    return model
 
 
 def _ce_loss_fn(model, labels):
@@ -51,7 +42,7 @@ def classic_pgd(model, x, y, *, eps, alpha, steps):
 
 
 def test_reproduces_classic_pgd_in_float64():
-    model = _linear_model()
+    model = tanh_linear_model()
     x, y = _data()
     ours = pgd(
         _ce_loss_fn(model, y),
@@ -72,7 +63,7 @@ def test_reproduces_classic_pgd_in_float64():
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 @pytest.mark.parametrize("random_start", [True, False])
 def test_result_inside_ball_and_image_range(norm, random_start):
-    model = _linear_model()
+    model = tanh_linear_model()
     x, y = _data()
     eps = 8 / 255 if norm == "linf" else 0.5
     res = pgd(
@@ -137,7 +128,7 @@ def test_linf_step_and_l2_step():
 
 
 def test_random_start_uses_generator_not_global_rng():
-    model = _linear_model()
+    model = tanh_linear_model()
     x, y = _data()
     kw = dict(eps=8 / 255, step_size=2 / 255, steps=3)
     state = torch.get_rng_state()
@@ -191,7 +182,7 @@ def test_select_best_keeps_first_successful_iterate():
 
 @pytest.mark.parametrize("random_start", [True, False])
 def test_early_stop_gives_same_result_with_fewer_forwards(random_start):
-    model = _linear_model(classes=4)
+    model = tanh_linear_model(classes=4)
     x, y = _data(16)
     calls = {"full": 0, "es": 0}
 
@@ -217,7 +208,7 @@ def test_early_stop_gives_same_result_with_fewer_forwards(random_start):
 
 
 def test_steps_zero_returns_start_and_empty_batch():
-    model = _linear_model()
+    model = tanh_linear_model()
     x, y = _data()
     res = pgd(_ce_loss_fn(model, y), x, eps=8 / 255, step_size=2 / 255, steps=0, random_start=False)
     assert torch.equal(res.adversarial, x)
@@ -229,7 +220,7 @@ def test_steps_zero_returns_start_and_empty_batch():
 
 
 def test_input_tensor_not_modified_and_no_grad_context_ok():
-    model = _linear_model()
+    model = tanh_linear_model()
     x, y = _data()
     before = x.clone()
     with torch.no_grad():
@@ -239,7 +230,7 @@ def test_input_tensor_not_modified_and_no_grad_context_ok():
 
 
 def test_inference_mode_is_refused_with_a_message():
-    model = _linear_model()
+    model = tanh_linear_model()
     x, y = _data()
     with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
         pgd(_ce_loss_fn(model, y), x, eps=8 / 255, step_size=2 / 255, steps=1)
@@ -293,6 +284,7 @@ def test_bad_loss_fn_outputs_are_reported():
         (dict(steps=-1), ValueError, "steps must be >= 0"),
         (dict(steps=2.5), TypeError, "steps must be an int"),
         (dict(norm="l1"), ValueError, "norm must be one of 'linf', 'l2'"),
+        (dict(norm=2), TypeError, r"norm must be one of \('linf', 'l2'\) or a Norm instance"),
         (dict(select="first"), ValueError, "select must be one of 'best', 'last'"),
         (dict(generator=0), TypeError, "torch.Generator"),
     ],
@@ -302,10 +294,10 @@ def test_bad_options(kw, exc, match):
     opts = dict(eps=8 / 255, step_size=2 / 255, steps=2)
     opts.update(kw)
     with pytest.raises(exc, match=match):
-        pgd(_ce_loss_fn(_linear_model(), y), x, **opts)
+        pgd(_ce_loss_fn(tanh_linear_model(), y), x, **opts)
 
 
 def test_l2_budget_may_exceed_one():
     x, y = _data()
-    res = pgd(_ce_loss_fn(_linear_model(), y), x, eps=2.0, step_size=1.5, steps=2, norm="l2")
+    res = pgd(_ce_loss_fn(tanh_linear_model(), y), x, eps=2.0, step_size=1.5, steps=2, norm="l2")
     assert (res.adversarial - x).flatten(1).norm(dim=1).max() <= 2.0 + 1e-9

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 import torch
 from _helpers_deacl import (
-    one_thread,  # noqa: F401  (fixture)
     synthetic_images,
 )
 from conftest import tiny_vit

@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from _helpers_deacl import (
     RESUME_CONFIG,
-    one_thread,  # noqa: F401  (fixture)
     resume_batches,
     synthetic_images,
     weights_hash,

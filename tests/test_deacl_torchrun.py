@@ -7,29 +7,14 @@ import subprocess
 import sys
 
 import torch
+from _helpers_deacl import deacl_toml
 
 from ssl_robust.encoders import create_encoder
-
-CONFIG = """
-out = "{out}"
-[encoder]
-registry = "vit_test"
-[data]
-dataset = "shapes"
-subset = 16
-image_size = 16
-batch_size = {batch}
-options = {{ size = 32 }}
-[deacl]
-epochs = 1
-warmup_epochs = 0
-steps = 1
-"""
 
 
 def _torchrun(tmp_path, batch: int, port: int) -> subprocess.CompletedProcess[str]:
     cfg = tmp_path / f"deacl{batch}.toml"
-    cfg.write_text(CONFIG.format(out=tmp_path / f"run{batch}", batch=batch))
+    cfg.write_text(deacl_toml(tmp_path / f"run{batch}", batch_size=batch))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_port", str(port), "-m", "ssl_robust", "deacl", "--config", str(cfg),
            "--no-progress"]  # fmt: skip

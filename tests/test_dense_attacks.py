@@ -6,12 +6,11 @@ import copy
 
 import pytest
 import torch
-from _helpers_dense import (  # noqa: F401
+from _helpers_dense import (
     NUM_CLASSES,
     encoder,
     fitted_depther,
     fitted_segmenter,
-    one_thread,
     scenes,
 )
 
@@ -20,6 +19,8 @@ from ssl_robust.adaptors import LinearDepther, LinearSegmenter, SlidingWindow, T
 from ssl_robust.attacks import DepthPGD, EmbedAttack, SegPGD, pgd
 from ssl_robust.losses import depth_loss, segpgd_loss
 from ssl_robust.metrics import DepthMetrics, MeanIoU
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 EPS = 8 / 255
 

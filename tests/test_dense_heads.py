@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from _helpers_dense import encoder, one_thread  # noqa: F401
+from _helpers_dense import encoder
 
 from ssl_robust import SSLRobustTypeError, SSLRobustValueError
 from ssl_robust.adaptors import (
@@ -17,6 +17,8 @@ from ssl_robust.adaptors import (
     sliding_window_inference,
 )
 from ssl_robust.encoders import EncoderOutput
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 G = torch.Generator().manual_seed(0)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -199,3 +201,19 @@ def test_hub_name_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         message = str(info.value)
         assert "\n" not in message and "couldn't connect" in message
         assert "pretrained=False" in message
+
+
+@pytest.mark.parametrize(
+    ("build", "module"),
+    [
+        (lambda: create_encoder("timm/vit_small_patch14_dinov2.lvd142m"), "timm"),
+        (lambda: create_encoder("hf/facebook/dinov2-small"), "transformers"),
+        (lambda: wrap("timm:vit_small_patch16_224"), "timm"),
+    ],
+)
+def test_a_missing_optional_library_names_the_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch, build: Callable[[], object], module: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    with pytest.raises(ImportError, match=rf"pip install ssl-robust\[{module}\]"):
+        build()

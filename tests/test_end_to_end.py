@@ -1,7 +1,7 @@
 """A user's script, written against the public API only.
 
-torchvision v2 transforms → create_dataset → DataLoader → fit → attacks → metrics, and the same
-with a torchvision-style (image, target) dataset.
+torchvision v2 transforms → create_dataset → DataLoader (dict batches) → fit → attacks →
+metrics, and the same with a torchvision-style (image, target) dataset.
 """
 
 from __future__ import annotations
@@ -14,29 +14,19 @@ from torchvision.transforms import v2
 
 from ssl_robust.adaptors import LinearClassifier, LinearSegmenter, TaskModel, fit
 from ssl_robust.attacks import PGD, EmbedAttack, SegPGD
-from ssl_robust.data import Seeded, create_dataset
+from ssl_robust.data import Seeded, create_dataset, unpack_batch
 from ssl_robust.encoders import create_encoder
 from ssl_robust.metrics import Accuracy, MeanIoU
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 EPS = 8 / 255
 
 
-def image_and_mask(samples: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """A local collate from Sample dicts to (images, masks) batches.
-
-    TODO(merge): replace with the library's public collate / adapter for dict batches.
-    """
-    return torch.stack([s["image"] for s in samples]), torch.stack([s["mask"] for s in samples])
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 def _miou(model: TaskModel, loader: DataLoader, classes: int, attack: SegPGD | None) -> float:
     miou = MeanIoU(num_classes=classes)
-    for images, masks in loader:
+    for batch in loader:  # dict batches of Samples, split by the library's public helper
+        images, masks = unpack_batch(batch, target="mask")
         if attack is not None:
             adv = attack(images, masks)
             assert float((adv - images).abs().max()) <= EPS + 1e-6
@@ -57,10 +47,9 @@ def test_v2_transforms_dataset_loader_fit_attack_metric() -> None:
     val = create_dataset("shapes", split="val", size=32, image_size=32)
     classes = train.info.seg_classes  # type: ignore[attr-defined]
     g = torch.Generator().manual_seed(0)
-    train_loader = DataLoader(
-        train, batch_size=16, shuffle=True, generator=g, collate_fn=image_and_mask
-    )
-    val_loader = DataLoader(val, batch_size=16, collate_fn=image_and_mask)
+    # the default collate: dict batches, which fit takes as they are (the "mask" target)
+    train_loader = DataLoader(train, batch_size=16, shuffle=True, generator=g)
+    val_loader = DataLoader(val, batch_size=16)
 
     encoder = create_encoder("vit_tiny_shapes", pretrained=True)
     torch.manual_seed(0)
@@ -76,7 +65,7 @@ def test_v2_transforms_dataset_loader_fit_attack_metric() -> None:
     assert attacked < clean  # and the attack hurts it
 
     # the task-agnostic attack on the same loader's images, scored by the same metric type
-    images, masks = next(iter(val_loader))
+    images, masks = unpack_batch(next(iter(val_loader)), target="mask")
     adv = EmbedAttack(encoder, tokens="patch", steps=5, generator=torch.Generator())(images)
     with torch.no_grad():
         batch_clean = MeanIoU(classes)(model(images), masks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import linear_classifier
 
 from ssl_robust.attacks import (
     APGD,
@@ -19,8 +20,7 @@ from ssl_robust.attacks import (
 
 @pytest.fixture
 def classifier():
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 6))
+    return linear_classifier(6)
 
 
 @pytest.fixture
@@ -38,13 +38,17 @@ def test_skips_broken_samples_and_keeps_the_worst(classifier, images):
         pred = classifier(images).argmax(1)
     labels = pred.clone()
     labels[:3] = (pred[:3] + 1) % 6  # misclassified before any attack
-    a = PGD(
-        classifier,
-        eps=3 / 255,
-        step_size=1 / 255,
-        steps=4,
-        generator=torch.Generator().manual_seed(0),
-    )
+
+    def pgd():  # a fresh PGD with a fresh generator of the same seed
+        return PGD(
+            classifier,
+            eps=3 / 255,
+            step_size=1 / 255,
+            steps=4,
+            generator=torch.Generator().manual_seed(0),
+        )
+
+    a = pgd()
     b = APGD(classifier, eps=3 / 255, steps=4, generator=torch.Generator().manual_seed(1))
     res = Ensemble([a, b]).run(images, labels)
     assert (res.winner[:3] == -1).all() and (res.steps[:3] == 0).all()
@@ -55,13 +59,7 @@ def test_skips_broken_samples_and_keeps_the_worst(classifier, images):
     assert torch.equal(res.success, logits.argmax(1) != labels)
     assert (res.adversarial - images).abs().max() <= 3 / 255 + 1e-6
     # Samples broken by the first member were not attacked by the second.
-    first = PGD(
-        classifier,
-        eps=3 / 255,
-        step_size=1 / 255,
-        steps=4,
-        generator=torch.Generator().manual_seed(0),
-    ).run(images[3:], labels[3:])
+    first = pgd().run(images[3:], labels[3:])
     broken_by_a = first.success
     assert (res.steps[3:][broken_by_a] == 4).all() and (res.steps[3:][~broken_by_a] == 8).all()
     assert (res.winner[3:][broken_by_a] == 0).all()
@@ -99,7 +97,7 @@ def test_worst_case_over_members_equals_independent_runs():
 
 def test_bad_ensembles(classifier):
     seg = torch.nn.Conv2d(3, 4, 3, padding=1)
-    other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 6))
+    other = linear_classifier(6, seed=1)
     with pytest.raises(TypeError, match="non-empty list"):
         Ensemble([])
     with pytest.raises(TypeError, match="must be an Attack"):

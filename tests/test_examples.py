@@ -19,8 +19,10 @@ def test_classification_example_prints_the_table():
     ).stdout
     rows = {ln.split()[0]: float(ln.split()[1]) for ln in out.splitlines()[1:4]}
     assert set(rows) == {"clean", "EmbedAttack", "PGD"}
-    assert rows["clean"] >= 0.9
-    assert rows["PGD"] <= 0.25  # the paper's finding: PGD collapses a non-robust probe
+    assert rows["clean"] > 0.5  # the probe learned (4 classes, the majority one is ~27 %)
+    assert rows["EmbedAttack"] < 0.75 * rows["clean"]  # label-free, still harmful
+    assert rows["PGD"] < 0.25 * rows["clean"]  # the paper's finding: PGD collapses the probe
+    assert "64 test images" in out
 
 
 def _table(script: str) -> dict[str, list[float]]:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from _helpers_dense import NUM_CLASSES, encoder, one_thread, scenes  # noqa: F401
+from _helpers_dense import NUM_CLASSES, encoder, scenes
 
 from ssl_robust import SSLRobustTypeError, SSLRobustValueError
 from ssl_robust.adaptors import (
@@ -19,6 +19,8 @@ from ssl_robust.adaptors import (
     fit,
 )
 from ssl_robust.adaptors.training import _crop
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _seg_model() -> TaskModel:

@@ -6,15 +6,23 @@ import math
 
 import pytest
 import torch
-from _helpers_dense import one_thread  # noqa: F401
+from conftest import tiny_vit
 
 from ssl_robust import SSLRobustTypeError, SSLRobustValueError
+from ssl_robust.adaptors import LinearSegmenter, TaskModel, fit
+from ssl_robust.attacks import SegPGD
 from ssl_robust.losses import (
     depth_loss,
+    dlr_loss,
     gradient_matching_loss,
+    logit_margin,
     scale_invariant_log_loss,
+    sea_loss,
     segpgd_loss,
 )
+from ssl_robust.metrics import MeanIoU
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 G = torch.Generator().manual_seed(0)
 
@@ -143,6 +151,30 @@ def test_segpgd_bad_inputs() -> None:
         segpgd_loss(logits, target, step=0, steps=2, normalize="mean")  # type: ignore[arg-type]
     with pytest.raises(SSLRobustValueError, match="step must be"):
         segpgd_loss(logits, target, step=5, steps=2)
+    with pytest.raises(SSLRobustValueError, match=r"logits must be a float tensor \(B, C, H, W\)"):
+        segpgd_loss(logits[:, :, 0], target, step=0, steps=2)
+
+
+def test_every_entry_taking_logits_or_ignore_index_checks_them_alike() -> None:
+    """One check each (ssl_robust._checks), used by losses, SegPGD, MeanIoU and fit."""
+    logits, target = _seg_data()
+    model = TaskModel(tiny_vit(0), LinearSegmenter(32, 3))
+    for call in (
+        lambda: segpgd_loss(logits, target, step=0, steps=2, ignore_index=2.0),
+        lambda: sea_loss(logits, target, loss="ce", ignore_index=None),
+        lambda: SegPGD(model, ignore_index="255"),
+        lambda: MeanIoU(3, ignore_index=True),
+        lambda: fit(model, [], ignore_index=255.0, progress=False),
+    ):
+        with pytest.raises(SSLRobustTypeError, match="ignore_index must be an int; got"):
+            call()
+    for call, layout in (
+        (lambda: sea_loss(logits.long(), target, loss="ce"), r"\(B, C, H, W\)"),
+        (lambda: dlr_loss(logits, target), r"\(B, C\)"),
+        (lambda: logit_margin(torch.zeros(3), target[:, 0, 0]), r"\(B, C\)"),
+    ):
+        with pytest.raises(SSLRobustValueError, match="logits must be a float tensor " + layout):
+            call()
 
 
 def _depth_data(shape=(3, 9, 10)):  # type: ignore[no-untyped-def]

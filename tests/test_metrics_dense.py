@@ -6,10 +6,11 @@ import math
 
 import pytest
 import torch
-from _helpers_dense import one_thread  # noqa: F401
 
 from ssl_robust import SSLRobustTypeError, SSLRobustValueError
 from ssl_robust.metrics import DepthMetrics, MeanIoU
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_miou_hand_computed_over_updates() -> None:

@@ -5,14 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import linear_classifier, tanh_linear_model
 
 from ssl_robust.attacks.core import SCHEDULES, APGDStep, FixedStep, Linf, apgd_checkpoints, pgd
-
-
-def _linear_model(seed: int = 0, classes: int = 4):
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(classes, 3 * 8 * 8, generator=g, dtype=torch.float64)
-    return lambda x: torch.tanh(x.flatten(1) @ w.T * 0.3) * 5
 
 
 def _data(b: int = 8):
@@ -151,7 +146,7 @@ def reference_apgd(model, x, y, *, eps, steps, norm="linf"):
 
 @pytest.mark.parametrize(("norm", "eps"), [("linf", 8 / 255), ("l2", 0.5)])
 def test_apgd_matches_an_independent_implementation_in_float64(norm, eps):
-    model = _linear_model()
+    model = tanh_linear_model()
     x, y = _data()
 
     def loss_fn(xa, idx, step):
@@ -174,7 +169,7 @@ def test_apgd_first_step_is_twice_eps_without_momentum():
 
 
 def test_fixed_schedule_is_the_default_and_the_paper_step():
-    model = _linear_model()
+    model = tanh_linear_model()
     x, y = _data()
     kw = dict(eps=8 / 255, step_size=2 / 255, steps=6, generator=None, random_start=False)
     a = pgd(_ce(model, y), x, **kw)
@@ -186,7 +181,7 @@ def test_fixed_schedule_is_the_default_and_the_paper_step():
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_apgd_inside_ball_early_stop_same_result(norm):
-    model = _linear_model()
+    model = tanh_linear_model()
     x, y = _data()
     eps = 8 / 255 if norm == "linf" else 0.5
     kw = dict(eps=eps, step_size=0.0, steps=12, norm=norm, schedule="apgd")
@@ -203,7 +198,7 @@ def test_apgd_inside_ball_early_stop_same_result(norm):
 
 
 def test_apgd_raises_the_loss_over_its_start():
-    model = _linear_model()
+    model = tanh_linear_model()
     x, y = _data()
     start = F.cross_entropy(model(x), y, reduction="none")
     res = pgd(
@@ -219,7 +214,7 @@ def test_apgd_raises_the_loss_over_its_start():
 
 
 def test_restarts_are_the_per_sample_worst_case_of_independent_runs():
-    model = _linear_model()
+    model = tanh_linear_model()
     x, y = _data()
     kw = dict(eps=8 / 255, step_size=2 / 255, steps=3)
     g = torch.Generator().manual_seed(3)
@@ -240,7 +235,7 @@ def test_restarts_are_the_per_sample_worst_case_of_independent_runs():
 
 
 def test_restarts_skip_successful_samples_and_are_deterministic():
-    model = _linear_model()
+    model = tanh_linear_model()
     x, y = _data(16)
     kw = dict(eps=4 / 255, step_size=1 / 255, steps=2)
     first = pgd(_ce(model, y), x, generator=torch.Generator().manual_seed(0), **kw)
@@ -256,7 +251,7 @@ def test_restarts_skip_successful_samples_and_are_deterministic():
 
 
 def test_a_sequence_of_objectives_runs_each():
-    model = _linear_model()
+    model = tanh_linear_model()
     x, y = _data()
     seen: list[int] = []
 
@@ -284,7 +279,7 @@ def test_a_sequence_of_objectives_runs_each():
 def test_bad_schedule_options(kw, exc, match):
     x, y = _data()
     with pytest.raises(exc, match=match):
-        pgd(_ce(_linear_model(), y), x, eps=0.03, step_size=0.01, steps=1, **kw)
+        pgd(_ce(tanh_linear_model(), y), x, eps=0.03, step_size=0.01, steps=1, **kw)
 
 
 def test_empty_loss_sequence_is_refused():
@@ -299,7 +294,7 @@ def test_every_attack_takes_schedule_and_restarts(schedule):
 
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     gen = torch.Generator().manual_seed(1)
-    clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5))
+    clf = linear_classifier(5)
     seg = torch.nn.Conv2d(3, 4, 3, padding=1)
     net = torch.nn.Conv2d(3, 1, 3, padding=1)
     depth = lambda z: F.softplus(net(z)) + 0.1  # noqa: E731

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import linear_classifier
 
 from ssl_robust.attacks import DepthPGD, EmbedAttack, embedding_distance
 from ssl_robust.losses import l1_log_loss
@@ -71,8 +72,7 @@ def test_depth_loss_name_is_checked(depth_model):
 
 @pytest.mark.parametrize("schedule", ["fixed", "apgd"])
 def test_embed_attack_on_both_schedules_and_damage(schedule):
-    torch.manual_seed(0)
-    enc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 6))
+    enc = linear_classifier(6)  # a (B, 6) embedding
     x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     atk = EmbedAttack(enc, schedule=schedule, steps=6, generator=torch.Generator().manual_seed(0))
     res = atk.run(x)

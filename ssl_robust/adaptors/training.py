@@ -213,8 +213,7 @@ def fit(
         if val is not None:
             overrides[key] = bool(val)
     cfg = replace(cfg, **overrides)
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise _checks.SSLRobustTypeError(f"ignore_index must be an int; got {ignore_index!r}")
+    _checks.check_ignore_index(ignore_index)
     gen = _checks.check_generator(generator) or torch.Generator().manual_seed(0)
     if crop_size is None:
         size = int(getattr(task_model.encoder, "img_size", 1 << 30))

@@ -22,7 +22,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -550,6 +550,22 @@ def _perturbation_grad(loss: Tensor, d: Tensor, step: int) -> Tensor:
     return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+_T = TypeVar("_T")
+
+
+def _named_or_instance(what: str, value: object, registry: dict[str, _T], kind: type) -> _T:
+    """A registered object by name (unknown names refused with the list), or a ``kind``
+    instance (``kind``: the registry's abstract base class)."""
+    if isinstance(value, str):
+        return registry[_checks.check_choice(what, value, tuple(registry))]
+    if isinstance(value, kind):
+        return cast(_T, value)
+    raise _checks.SSLRobustTypeError(
+        f"{what} must be one of {tuple(registry)} or a {kind.__name__} instance; got "
+        f"{type(value).__name__}"
+    )
+
+
 def pgd(
     loss_fn: LossFn | Sequence[LossFn],
     images: Tensor,
@@ -630,23 +646,8 @@ def pgd(
             "for the perturbation themselves)"
         )
     _checks.check_finite_images(images)  # once per call, never per step
-    if isinstance(norm, str):
-        norm_obj = NORMS[_checks.check_choice("norm", norm, tuple(NORMS))]
-    elif isinstance(norm, Norm):
-        norm_obj = norm
-    else:
-        raise _checks.SSLRobustTypeError(
-            f"norm must be one of {tuple(NORMS)} or a Norm instance; got {type(norm).__name__}"
-        )
-    if isinstance(schedule, str):
-        rule = SCHEDULES[_checks.check_choice("schedule", schedule, tuple(SCHEDULES))]
-    elif isinstance(schedule, Schedule):
-        rule = schedule
-    else:
-        raise _checks.SSLRobustTypeError(
-            f"schedule must be one of {tuple(SCHEDULES)} or a Schedule instance; got "
-            f"{type(schedule).__name__}"
-        )
+    norm_obj = _named_or_instance("norm", norm, NORMS, Norm)
+    rule = _named_or_instance("schedule", schedule, SCHEDULES, Schedule)
     eps = _checks.check_budget("eps", eps, norm=norm_obj.name)
     step_size = _checks.check_budget("step_size", step_size, norm=norm_obj.name)
     steps = _checks.check_int("steps", steps, minimum=0)

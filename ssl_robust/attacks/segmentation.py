@@ -87,9 +87,7 @@ class SegPGD(Attack):
         **kwargs: Unpack[AttackOptions],
     ) -> None:
         super().__init__(model, **kwargs)
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-            raise _checks.SSLRobustTypeError(f"ignore_index must be an int; got {ignore_index!r}")
-        self.ignore_index = ignore_index
+        self.ignore_index = _checks.check_ignore_index(ignore_index)
         self.normalize = _checks.check_choice("normalize", normalize, ("valid", "hw"))
         thr = _checks.check_positive_float("success_threshold", success_threshold, allow_zero=True)
         if thr > 1:

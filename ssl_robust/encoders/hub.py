@@ -11,7 +11,6 @@ with :class:`~ssl_robust.encoders.WeightsDownloadError` when it cannot.
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Mapping
 from types import ModuleType
@@ -20,7 +19,7 @@ from typing import Any
 from .. import _checks
 from .base import Encoder
 from .checkpoints import WeightsDownloadError
-from .wrappers import wrap
+from .wrappers import _require, wrap
 
 __all__ = ["HF_OFFLINE_CONFIGS", "HUB_PREFIXES", "create_hub_encoder", "is_hub_name"]
 
@@ -83,16 +82,6 @@ HF_OFFLINE_CONFIGS: Mapping[str, Mapping[str, Any]] = {
 def is_hub_name(name: object) -> bool:
     """Whether ``name`` asks for a timm or Hugging Face model (``"timm/..."``, ``"hf/..."``)."""
     return isinstance(name, str) and name.startswith(HUB_PREFIXES)
-
-
-def _require(module: str, extra: str) -> ModuleType:
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ImportError(
-            f"{module} is needed to build {extra} models by name; install it with "
-            f"`pip install ssl-robust[{extra}]` (or `pip install {module}`)"
-        ) from exc
 
 
 def _first_line(exc: BaseException) -> str:

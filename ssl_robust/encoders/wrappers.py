@@ -26,12 +26,13 @@ _MULTI_BLOCK_KINDS: tuple[Kind, ...] = ("timm", "hf", "dinov2_hub", "dino_hub")
 
 
 def _require(module: str, extra: str) -> ModuleType:
+    """Import an optional dependency, or say which extra installs it."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
         raise ImportError(
-            f"{module} is needed for this; install it with `pip install ssl-robust[{extra}]` "
-            f"(or `pip install {module}`)"
+            f"{module} is needed to build {extra} models; install it with "
+            f"`pip install ssl-robust[{extra}]` (or `pip install {module}`)"
         ) from exc
 
 

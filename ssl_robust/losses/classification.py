@@ -46,10 +46,7 @@ def _targeted_dlr(logits: Tensor, labels: Tensor, target_labels: Tensor) -> Tens
 
 
 def _check(logits: object, labels: object, min_classes: int, what: str) -> tuple[Tensor, Tensor]:
-    if not isinstance(logits, Tensor) or logits.ndim != 2 or not logits.is_floating_point():
-        raise _checks.SSLRobustValueError(
-            f"logits must be a float tensor (B, C); got {_checks._shape(logits)}"
-        )
+    logits = _checks.check_logits(logits, dense=False)
     if logits.shape[1] < min_classes:
         raise _checks.SSLRobustValueError(
             f"{what} needs logits of at least {min_classes} classes (it uses the "

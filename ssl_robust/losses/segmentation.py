@@ -105,22 +105,20 @@ def segpgd_loss(
         >>> segpgd_loss(logits, target, step=0, steps=10).shape
         torch.Size([2])
     """
-    if not isinstance(logits, Tensor) or logits.ndim != 4 or not logits.is_floating_point():
-        raise _checks.SSLRobustValueError(
-            f"logits must be a float tensor (B, C, H, W); got {_checks._shape(logits)}"
-        )
-    b, c, h, w = logits.shape
-    target = _checks.check_masks(target, batch=b, size=(h, w), name="target", device=logits.device)
     _checks.check_int("steps", steps, minimum=0)
     _checks.check_int("step", step, minimum=0)
     if step > max(steps, 1):
         raise _checks.SSLRobustValueError(f"step must be in [0, steps={steps}]; got {step}")
-    _checks.check_choice("normalize", normalize, ("valid", "hw"))
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise _checks.SSLRobustTypeError(f"ignore_index must be an int; got {ignore_index!r}")
-    _checks.check_mask_range(target, c, ignore_index=ignore_index, name="target")
+    logits, safe, valid = _checked(logits, target, ignore_index, normalize)
     loss, _ = _segpgd_loss(
-        logits, target, step=step, steps=steps, ignore_index=ignore_index, normalize=normalize
+        logits,
+        safe,
+        step=step,
+        steps=steps,
+        ignore_index=ignore_index,
+        normalize=normalize,
+        valid=valid,
+        safe_target=safe,
     )
     return loss
 
@@ -170,15 +168,12 @@ def _reduce(per_pixel: Tensor, valid: Tensor, normalize: str) -> Tensor:
 def _checked(
     logits: object, target: object, ignore_index: object, normalize: str
 ) -> tuple[Tensor, Tensor, Tensor]:
-    if not isinstance(logits, Tensor) or logits.ndim != 4 or not logits.is_floating_point():
-        raise _checks.SSLRobustValueError(
-            f"logits must be a float tensor (B, C, H, W); got {_checks._shape(logits)}"
-        )
+    """The checks of the public losses: ``(logits, safe target, valid pixels)``."""
+    logits = _checks.check_logits(logits, dense=True)
     b, c, h, w = logits.shape
     target = _checks.check_masks(target, batch=b, size=(h, w), name="target", device=logits.device)
     _checks.check_choice("normalize", normalize, ("valid", "hw"))
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise _checks.SSLRobustTypeError(f"ignore_index must be an int; got {ignore_index!r}")
+    ignore_index = _checks.check_ignore_index(ignore_index)
     _checks.check_mask_range(target, c, ignore_index=ignore_index, name="target")
     valid = target != ignore_index
     return logits, target.masked_fill(~valid, 0), valid

@@ -50,9 +50,7 @@ class MeanIoU(Metric[Tensor]):
     ) -> None:
         super().__init__(sync_on_compute=sync_on_compute)
         self.num_classes = _checks.check_int("num_classes", num_classes, minimum=1)
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-            raise _checks.SSLRobustTypeError(f"ignore_index must be an int; got {ignore_index!r}")
-        self.ignore_index = ignore_index
+        self.ignore_index = _checks.check_ignore_index(ignore_index)
         self.add_state("confusion", torch.zeros(num_classes, num_classes, dtype=torch.long))
 
     def update(self, pred: Tensor, target: Tensor) -> None:
