@@ -94,13 +94,12 @@ class _DeACLData:
 
 
 def _deacl(args: argparse.Namespace) -> int:
-    import torch
 
     from .bench.data import open_images
     from .bench.spec import _build, parse_budget, read_toml
     from .defenses import DeACLConfig, DeACLTrainer
     from .encoders import create_encoder
-    from .runtime import init_distributed, is_main, rank_world
+    from .runtime import global_batch_loader, init_distributed, is_main
 
     path = Path(args.config)
     if not path.is_file():
@@ -121,12 +120,6 @@ def _deacl(args: argparse.Namespace) -> int:
     config = _build(DeACLConfig, cfg, "deacl")
     out = Path(args.out or raw.get("out", "deacl_run"))
     device = init_distributed(args.device or raw.get("device", "cpu"))
-    world = rank_world()[1]
-    if data.batch_size % world:
-        raise _checks.SSLRobustValueError(
-            f"data.batch_size={data.batch_size} must be divisible by the number of ranks "
-            f"({world}): it is the global batch, split evenly"
-        )
     student = create_encoder(
         enc.registry, checkpoint_path=enc.weights, pretrained=enc.pretrained, **enc.options
     ).to(device)
@@ -139,18 +132,8 @@ def _deacl(args: argparse.Namespace) -> int:
         subset=data.subset,
         seed=config.seed,
     )
-    sampler: torch.utils.data.Sampler[int] | None = (
-        torch.utils.data.distributed.DistributedSampler(dataset, seed=config.seed)
-        if world > 1
-        else None
-    )
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=data.batch_size // world,
-        shuffle=sampler is None,
-        sampler=sampler,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(config.seed),
+    loader = global_batch_loader(
+        dataset, global_batch=data.batch_size, seed=config.seed, name="data.batch_size"
     )
     trainer = DeACLTrainer(student, config=config)
     history = trainer.fit(

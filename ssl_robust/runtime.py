@@ -42,6 +42,7 @@ __all__ = [
     "atomic_write_json",
     "barrier",
     "broadcast_module",
+    "global_batch_loader",
     "init_distributed",
     "is_main",
     "parse_device",
@@ -95,6 +96,45 @@ def rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def global_batch_loader(
+    dataset: torch.utils.data.Dataset[Any], *, global_batch: int, seed: int, name: str
+) -> torch.utils.data.DataLoader[Any]:
+    """A training DataLoader whose batches, over all ranks together, hold ``global_batch``.
+
+    One process: shuffled by a generator seeded with ``seed``. Under torch.distributed: a
+    ``DistributedSampler`` (seeded) gives each rank its share, ``global_batch // world`` per
+    rank. Incomplete last batches are dropped.
+
+    Raises:
+        SSLRobustValueError: ``global_batch`` not divisible by the number of ranks (``name``
+            is the option to fix).
+
+    Example:
+        >>> import torch
+        >>> data = torch.utils.data.TensorDataset(torch.arange(10.0))
+        >>> loader = global_batch_loader(data, global_batch=4, seed=0, name="batch_size")
+        >>> [len(b[0]) for b in loader]
+        [4, 4]
+    """
+    _, world = rank_world()
+    if global_batch % world:
+        raise _checks.SSLRobustValueError(
+            f"{name}={global_batch} must be divisible by the number of ranks ({world}): it is "
+            "the global batch, split evenly"
+        )
+    sampler: torch.utils.data.Sampler[int] | None = (
+        torch.utils.data.distributed.DistributedSampler(dataset, seed=seed) if world > 1 else None
+    )
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=global_batch // world,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 def is_main() -> bool:

@@ -15,7 +15,7 @@ from ..attacks import EmbedAttack
 from ..data.base import SampleDataset
 from ..encoders import Encoder
 from ..evaluation import sample_seeds, seeded_starts
-from ..runtime import rank_world
+from ..runtime import global_batch_loader, is_main
 from .context import RunContext
 from .data import open_dataset
 from .spec import DatasetSpec, EncoderSpecEntry, _build
@@ -143,26 +143,13 @@ def deacl_encoder(
     if exported.exists():
         student.load_state_dict(torch.load(exported, map_location="cpu", weights_only=True))
         return student
-    _, world = rank_world()
-    if d.batch_size % world:
-        raise _checks.SSLRobustValueError(
-            f"encoder {entry.name!r}: deacl.batch_size={d.batch_size} must be divisible by the "
-            f"number of ranks ({world}): the global batch is split evenly"
-        )
     ds = next(x for x in ctx.spec.datasets if x.name == d.dataset)
     train = open_dataset(ds, ds.train_split, subset=d.train_size, seed=ctx.spec.seed)
-    sampler: torch.utils.data.Sampler[int] | None = (
-        torch.utils.data.distributed.DistributedSampler(train, seed=ctx.spec.seed)
-        if world > 1
-        else None
-    )
-    loader = torch.utils.data.DataLoader(
+    loader = global_batch_loader(
         train,
-        batch_size=d.batch_size // world,
-        shuffle=sampler is None,
-        sampler=sampler,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(ctx.spec.seed),
+        global_batch=d.batch_size,
+        seed=ctx.spec.seed,
+        name=f"encoder {entry.name!r}: deacl.batch_size",
     )
     config = _build(DeACLConfig, dict(d.config), f"encoders[{entry.name!r}].deacl.config")
     trainer = DeACLTrainer(student.to(ctx.device), config=config)
@@ -197,7 +184,7 @@ def deacl_encoder(
         for h in ctx.store.results["deacl_history"]:
             if h["encoder"] == entry.name and h["epoch"] == rec["epoch"]:
                 h["loss"] = float(rec["loss"])
-    if rank_world()[0] == 0:
+    if is_main():
         trainer.export_student(exported)
     ctx.store.save()
     return student
