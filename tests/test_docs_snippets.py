@@ -12,6 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # (page, heading whose first python block is a complete program; "" = the page's top)
 RUNNABLE = [
     ("docs/attacks.md", ""),
+    ("docs/benchmark.md", ""),
+    ("docs/data.md", ""),
+    ("docs/robust_finetuning.md", ""),
     ("docs/heads.md", ""),
     ("docs/metrics.md", ""),
     ("docs/metrics.md", "## Logging from a user's loop"),
@@ -23,6 +26,9 @@ RUNNABLE = [
 ]
 OPENS_WITH_SNIPPET = (
     "docs/attacks.md",
+    "docs/benchmark.md",
+    "docs/data.md",
+    "docs/robust_finetuning.md",
     "docs/encoders.md",
     "docs/evaluation.md",
     "docs/heads.md",
