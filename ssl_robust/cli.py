@@ -292,8 +292,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
+    from .runtime import shutdown_distributed
+
+    ok = False
     try:
         code: int = args.func(args)
+        ok = True
     except _USER_ERRORS as exc:
         if args.debug:
             raise
@@ -307,4 +311,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"ssl-robust {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        shutdown_distributed(ok=ok)  # under torchrun: leave the process group cleanly
     return code

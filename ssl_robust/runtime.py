@@ -48,6 +48,7 @@ __all__ = [
     "parse_device",
     "progress_bar",
     "rank_world",
+    "shutdown_distributed",
     "tick",
 ]
 
@@ -206,7 +207,29 @@ def init_distributed(device: str | torch.device = "cpu") -> torch.device:
     if world > 1 and dist.is_available() and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
+        _OWN_GROUP[0] = True
     return dev
+
+
+_OWN_GROUP = [False]  # whether init_distributed created the default process group
+
+
+def shutdown_distributed(*, ok: bool = True) -> None:
+    """Tear down the process group :func:`init_distributed` created (nothing otherwise).
+
+    With ``ok`` the ranks first meet at a barrier, so none exits while another still
+    communicates; after an error there is no barrier (the other ranks may be gone). Leaving a
+    gloo group to the interpreter's exit can abort the process ("terminate called without an
+    active exception"), which torchrun reports as a failed rank.
+    """
+    if not _OWN_GROUP[0] or not dist.is_initialized():
+        return
+    try:
+        if ok:
+            dist.barrier()
+    finally:
+        dist.destroy_process_group()
+        _OWN_GROUP[0] = False
 
 
 def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
