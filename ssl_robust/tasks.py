@@ -207,6 +207,11 @@ def _depth_check(target: Any, images: Tensor, head: nn.Module, ignore_index: int
     return _checks.check_depth_map(target, batch=images.shape[0], size=size, name="target")
 
 
+def _argmax_classes(pred: Tensor) -> Tensor:
+    """Class per sample (B, C) or per pixel (B, C, H, W): the argmax over dimension 1."""
+    return pred.argmax(1)
+
+
 def _depth_rmse(pred: Tensor, target: Tensor, info: DatasetInfo) -> Tensor:
     p = _dense_target(pred).double()
     t = _dense_target(target).to(p.device).double()
@@ -238,7 +243,7 @@ _TASKS: dict[str, TaskSpec] = {
         check_target=_cls_check,
         sample_metric=_cls_sample,
         damage=_cls_damage,
-        predicted=lambda pred: pred.argmax(1),
+        predicted=_argmax_classes,
         head_info=lambda head: _info("classification", head, num_classes=_classes(head)),
         make_strong_attack=lambda model, info, **kw: strong_attack(
             model, task="classification", **kw
@@ -269,7 +274,7 @@ _TASKS: dict[str, TaskSpec] = {
         check_target=_seg_check,
         sample_metric=_seg_sample,
         damage=_seg_damage,
-        predicted=lambda pred: pred.argmax(1),
+        predicted=_argmax_classes,
         head_info=lambda head: _info("segmentation", head, seg_classes=_classes(head)),
         make_strong_attack=lambda model, info, **kw: strong_attack(
             model, task="segmentation", ignore_index=info.ignore_index, **kw
