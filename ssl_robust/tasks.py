@@ -178,7 +178,16 @@ def _seg_loss(out: Tensor, target: Tensor, head: nn.Module, ignore_index: int) -
 def _seg_check(target: Any, images: Tensor, head: nn.Module, ignore_index: int) -> Tensor:
     size = (int(images.shape[2]), int(images.shape[3]))
     masks = _checks.check_masks(target, batch=images.shape[0], size=size, name="target")
-    _checks.check_mask_range(masks, _classes(head), ignore_index=ignore_index, name="target")
+    valid = masks[masks != ignore_index]
+    classes = _classes(head)
+    if valid.numel() and int(valid.min()) >= 0 and int(valid.max()) >= classes:
+        raise _checks.SSLRobustValueError(
+            f"{type(head).__name__} has {classes} classes but the masks hold label "
+            f"{int(valid.max())}; for segmentation use `info.seg_classes` (the mask classes, "
+            f"background included), not `info.num_classes` (the image labels); pixels to skip "
+            f"must hold the ignore_index {ignore_index}"
+        )
+    _checks.check_mask_range(masks, classes, ignore_index=ignore_index, name="target")
     return masks
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from .. import _checks
-from ..data.base import Task
+from ..data.base import DatasetInfo, Task
 from ..data.batches import unpack_batch
 from ..runtime import progress_bar, tick
 from ._features import FeatureCache
@@ -94,6 +94,29 @@ def _average_grads(params: list[torch.nn.Parameter], group: Any) -> None:
             p.grad.div_(world)
 
 
+def _check_classes(spec: Any, head: torch.nn.Module, loader: object) -> None:
+    """Refuse, before any batch is read, a head with fewer classes than the loader's dataset
+    declares (its :class:`~ssl_robust.data.DatasetInfo`, found through subsets), naming the
+    ``info`` field to build the head from."""
+    data, info = getattr(loader, "dataset", loader), None
+    for _ in range(8):  # through Subset / IndexedSubset wrappers
+        info = getattr(data, "info", None)
+        if isinstance(info, DatasetInfo) or not hasattr(data, "dataset"):
+            break
+        data = data.dataset
+    if not isinstance(info, DatasetInfo):
+        return
+    facts = spec.head_info(head)
+    for key in ("num_classes", "seg_classes"):
+        have, need = int(getattr(facts, key)), int(getattr(info, key))
+        if 0 < have < need:
+            raise _checks.SSLRobustValueError(
+                f"{type(head).__name__} has {have} classes but the {spec.target_key}s of "
+                f"{info.name!r} hold labels up to {need - 1} (`info.{key}` = {need}); for "
+                f"{spec.name} use `info.{key}`"
+            )
+
+
 def fit(
     task_model: TaskModel | torch.nn.Module,
     loader: Iterable[Any] | torch.utils.data.Dataset[Any],
@@ -163,10 +186,11 @@ def fit(
 
     Raises:
         SSLRobustTypeError: not a TaskModel, a one-shot iterator as loader, bad batch types.
-        SSLRobustValueError: a preset for another task, bad options, bad batches (a dict
-            batch without the task's target key, mask or depth shape mismatch, labels out
-            of range that are not ``ignore_index``, negative
-            depth).
+        SSLRobustValueError: a preset for another task, bad options, a head with fewer classes
+            than the loader's dataset declares (e.g. a segmentation head built from
+            ``info.num_classes`` instead of ``info.seg_classes``), bad batches (a dict batch
+            without the task's target key, mask or depth shape mismatch, labels out of range
+            that are not ``ignore_index``, negative depth).
 
     Example:
         >>> import torch
@@ -231,6 +255,7 @@ def fit(
         )
 
     encoder, head = task_model.encoder, task_model.adaptor
+    _check_classes(spec, head, loader)
     params = [p for p in head.parameters() if p.requires_grad]
     opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
     opt = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
