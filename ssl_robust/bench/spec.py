@@ -23,6 +23,7 @@ from ..tasks import TASKS
 
 __all__ = [
     "DEFAULT_DEACL_WEIGHTS",
+    "RUNNER_DATASET_KEYS",
     "SUITES",
     "AttackSpec",
     "BenchSpec",
@@ -31,6 +32,7 @@ __all__ = [
     "EncoderSpecEntry",
     "EvalSpec",
     "HeadSpec",
+    "check_dataset_options",
     "default_spec",
     "load_spec",
     "parse_suite",
@@ -222,6 +224,7 @@ class DatasetSpec:
                 )
         for task in self.tasks:
             _checks.check_choice(f"datasets[{self.name!r}].tasks", task, TASKS)
+        check_dataset_options(self.options, f"datasets[{self.name!r}].options")
         _checks.check_int("image_size", self.image_size, minimum=8)
 
 
@@ -314,6 +317,46 @@ class BenchSpec:
         for key in ("out", "device", "threads"):
             d.pop(key, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: Keywords of ``create_dataset`` the runner sets itself, and where a config sets them.
+RUNNER_DATASET_KEYS: dict[str, str] = {
+    "name": "the dataset table's `dataset`",
+    "root": "the dataset table's `root`",
+    "split": "`train_split` / `eval_split` (deacl: `[data] split`)",
+    "transform": "made by the runner from `image_size`",
+    "subset": "`[eval] subset` / `[heads.<task>] train_size` (deacl: `[data] subset`)",
+    "seed": "the seed of the subset draw, `[eval] seed` / the top-level `seed` (deacl: "
+    "`[deacl] seed`); the shapes scenes have their own option, `scene_seed`",
+    "image_size": "the dataset table's `image_size`",
+}
+
+
+def check_dataset_options(options: Mapping[str, Any], where: str) -> None:
+    """Refuse ``options`` keys that the runner passes to ``create_dataset`` itself (one line
+    naming each key and where it is set), instead of a ``TypeError`` about multiple values.
+
+    Example:
+        >>> check_dataset_options({"size": 64, "scene_seed": 7}, "datasets[0].options")
+        >>> try:
+        ...     check_dataset_options({"seed": 7}, "datasets[0].options")
+        ... except ValueError as err:
+        ...     print(str(err)[:62])
+        datasets[0].options: 'seed' is set by the runner, not here: it
+    """
+    if not isinstance(options, Mapping):
+        raise _checks.SSLRobustTypeError(
+            f"{where} must be a table of create_dataset keywords; got {type(options).__name__}"
+        )
+    clashes = [k for k in options if k in RUNNER_DATASET_KEYS]
+    if clashes:
+        raise _checks.SSLRobustValueError(
+            f"{where}: "
+            + "; ".join(
+                f"{k!r} is set by the runner, not here: it is {RUNNER_DATASET_KEYS[k]}"
+                for k in clashes
+            )
+        )
 
 
 T = TypeVar("T")

@@ -58,9 +58,11 @@ def create_dataset(
             :mod:`ssl_robust.data.transforms`).
         subset: evaluate on this many samples, drawn once by ``seed`` (sorted indices): every
             attack sees exactly the same samples.
-        seed: seed of the subset draw (and of ``shapes`` scenes).
-        **kw: ``shapes`` options: ``size``, ``image_size``, ``max_objects``, ``home_colour``,
-            ``contrast``.
+        seed: seed of the subset draw only (the ``shapes`` scenes have their own
+            ``scene_seed``, so another subset draw shows the same scenes).
+        **kw: ``shapes`` options: ``size``, ``image_size``, ``scene_seed`` (the scene
+            generator's seed, default 0: :class:`~ssl_robust.data.shapes.ShapesDataset`'s
+            ``seed``), ``max_objects``, ``home_colour``, ``contrast``.
 
     Raises:
         SSLRobustValueError: unknown name (listing the choices) or split.
@@ -73,15 +75,16 @@ def create_dataset(
         (4, torch.Size([3, 32, 32]))
     """
     if name == "shapes":
-        opts = ("size", "image_size", "max_objects", "home_colour", "contrast")
+        opts = ("size", "image_size", "scene_seed", "max_objects", "home_colour", "contrast")
         _checks.check_no_unknown(
             {k: v for k, v in kw.items() if k not in opts},
             (*opts, "transform", "subset", "seed"),
             where="create_dataset('shapes')",
         )
+        scene_seed = _checks.check_int("scene_seed", kw.pop("scene_seed", 0), minimum=0)
         dataset: SampleDataset = ShapesDataset(
             split=split,  # type: ignore[arg-type]
-            seed=seed,
+            seed=scene_seed,
             transform=transform,
             **kw,
         )
