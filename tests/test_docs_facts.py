@@ -319,18 +319,24 @@ def test_shapes_options_table_names_every_option_with_its_real_default() -> None
     keyword_only = {p.name for p in inspect.signature(create_dataset).parameters.values()
                     if p.kind is p.KEYWORD_ONLY}  # fmt: skip
     assert set(table) == _accepted_options("shapes") - keyword_only
-    base = create_dataset("shapes", split="val")
+
+    def samples(option: str, value: Any | None) -> list[dict[str, torch.Tensor]]:
+        """16 samples with ``option=value`` (None: not passed); for ``size``, the length."""
+        opts = {} if value is None else {option: value}
+        if option == "size":
+            return [{"n": torch.tensor(len(create_dataset("shapes", **opts)))}]
+        ds = create_dataset("shapes", split="val", size=16, **opts)
+        return [ds[i] for i in range(16)]
+
+    def same(a: list[dict[str, torch.Tensor]], b: list[dict[str, torch.Tensor]]) -> bool:
+        return all(torch.equal(x[k], y[k]) for x, y in zip(a, b, strict=True) for k in x)
+
     for option, default in table.items():
         value = _literal(default.split()[0])
-        explicit = create_dataset("shapes", split="val", **{option: value})
-        assert len(explicit) == len(base), option
-        for key in ("image", "mask", "depth", "label"):
-            assert torch.equal(explicit[0][key], base[0][key]), (option, key)
+        base = samples(option, None)
+        assert same(samples(option, value), base), (option, value)
         other = {int: lambda v: v + 1, float: lambda v: v / 2}[type(value)](value)
-        changed = create_dataset("shapes", split="val", **{option: other})
-        differs = len(changed) != len(base) or not torch.equal(
-            changed[0]["image"], base[0]["image"]
-        )
+        differs = not same(samples(option, other), base)
         assert differs, f"shapes option {option!r}: the documented default {value} is not it"
 
 
