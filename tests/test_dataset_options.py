@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from ssl_robust.bench.data import open_images
-from ssl_robust.bench.spec import RUNNER_DATASET_KEYS, load_spec
+from ssl_robust.bench.spec import (
+    RUNNER_DATASET_KEYS,
+    RUNNER_ENCODER_KEYS,
+    load_spec,
+    spec_from_dict,
+)
 from ssl_robust.cli import main
 from ssl_robust.data import create_dataset
 
@@ -69,3 +74,16 @@ def test_subset_seed_and_scene_seed_are_separate() -> None:
     assert torch.equal(again[0]["image"], other[0]["image"])
     with pytest.raises(ValueError, match="scene_seed"):
         create_dataset("shapes", scene_seed=-1)
+
+
+@pytest.mark.parametrize("key", sorted(RUNNER_ENCODER_KEYS))
+def test_encoder_options_that_the_runner_sets_are_refused_in_one_line(key: str) -> None:
+    data = {
+        "encoders": [{"name": "e", "registry": "vit_test", "options": {key: "x"}}],
+        "datasets": [{"name": "d", "dataset": "shapes", "tasks": ["classification"]}],
+    }
+    with pytest.raises(ValueError) as err:
+        spec_from_dict(data)
+    assert str(err.value).startswith(f"encoders['e'].options: {key!r} is set by the runner")
+    data["encoders"][0]["options"] = {"n_last_blocks": 1}  # a create_encoder keyword: fine
+    assert spec_from_dict(data).encoders[0].options == {"n_last_blocks": 1}

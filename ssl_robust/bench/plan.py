@@ -79,9 +79,9 @@ class BenchPlan:
 
 
 def suite_lines(plan: BenchPlan) -> list[str]:
-    """The steps of each attack suite and its share of the forward passes, e.g.
-    ``strong: 10 steps per member, 41,472 forward passes (93 %)``: the strong suite's
-    ``strong_steps`` (default 100) often costs far more than the paper's attacks.
+    """The steps of each attack suite and its share of the forward passes (the end of
+    :meth:`BenchPlan.summary`): the strong suite's ``strong_steps`` (default 100, separate
+    from ``steps``) often costs far more than the paper's attacks.
 
     Example:
         >>> plan = BenchPlan(steps={"paper": 20, "strong": 100}, forward_passes=1000,

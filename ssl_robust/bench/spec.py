@@ -24,6 +24,7 @@ from ..tasks import TASKS
 __all__ = [
     "DEFAULT_DEACL_WEIGHTS",
     "RUNNER_DATASET_KEYS",
+    "RUNNER_ENCODER_KEYS",
     "SUITES",
     "AttackSpec",
     "BenchSpec",
@@ -173,6 +174,11 @@ class EncoderSpecEntry:
     pretrained: bool = False
     deacl: DeACLSpec | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _refuse_runner_keys(
+            self.options, RUNNER_ENCODER_KEYS, f"encoders[{self.name!r}].options", "create_encoder"
+        )
 
     @property
     def encoder_type(self) -> Literal["standard", "deacl"]:
@@ -344,17 +350,31 @@ def check_dataset_options(options: Mapping[str, Any], where: str) -> None:
         ...     print(str(err)[:62])
         datasets[0].options: 'seed' is set by the runner, not here: it
     """
+    _refuse_runner_keys(options, RUNNER_DATASET_KEYS, where, "create_dataset")
+
+
+#: Keywords of ``create_encoder`` the runner sets itself, and where a config sets them.
+RUNNER_ENCODER_KEYS: dict[str, str] = {
+    "name": "the encoder table's `registry`",
+    "checkpoint_path": "the encoder table's `weights`",
+    "weights": "a key of the encoder table itself",
+    "pretrained": "a key of the encoder table itself",
+}
+
+
+def _refuse_runner_keys(
+    options: object, reserved: Mapping[str, str], where: str, function: str
+) -> None:
     if not isinstance(options, Mapping):
         raise _checks.SSLRobustTypeError(
-            f"{where} must be a table of create_dataset keywords; got {type(options).__name__}"
+            f"{where} must be a table of {function} keywords; got {type(options).__name__}"
         )
-    clashes = [k for k in options if k in RUNNER_DATASET_KEYS]
+    clashes = [k for k in options if k in reserved]
     if clashes:
         raise _checks.SSLRobustValueError(
             f"{where}: "
             + "; ".join(
-                f"{k!r} is set by the runner, not here: it is {RUNNER_DATASET_KEYS[k]}"
-                for k in clashes
+                f"{k!r} is set by the runner, not here: it is {reserved[k]}" for k in clashes
             )
         )
 
