@@ -31,6 +31,7 @@ from ssl_robust.bench.spec import (
     spec_from_dict,
 )
 from ssl_robust.data import create_dataset, list_datasets
+from ssl_robust.data.shapes import ShapesDataset
 from ssl_robust.tasks import get_task, list_tasks
 
 if sys.version_info >= (3, 11):
@@ -344,6 +345,12 @@ def test_shapes_options_table_names_every_option_with_its_real_default() -> None
     keyword_only = {p.name for p in inspect.signature(create_dataset).parameters.values()
                     if p.kind is p.KEYWORD_ONLY}  # fmt: skip
     assert set(table) == _accepted_options("shapes") - keyword_only
+    # the factory's own signature: every option of ShapesDataset is reachable and documented
+    # (its `seed` is create_dataset's `scene_seed`; `split` and `transform` are arguments)
+    params = inspect.signature(ShapesDataset).parameters
+    assert set(params) - {"split", "transform", "seed"} | {"scene_seed"} == set(table)
+    meaning = {cells[0].strip("`"): cells[2] for cells in _table_rows(doc)}
+    assert "`ShapesDataset(seed=)`" in meaning["scene_seed"]
 
     def samples(option: str, value: Any | None) -> list[dict[str, torch.Tensor]]:
         """16 samples with ``option=value`` (None: not passed); for ``size``, the length."""
