@@ -43,7 +43,7 @@ from .encoders import Encoder
 from .losses import depth_loss
 from .metrics import Accuracy, DepthMetrics, MeanIoU, Metric
 
-__all__ = ["TASKS", "TaskName", "TaskSpec", "get_task", "list_tasks"]
+__all__ = ["TASKS", "TaskName", "TaskSpec", "check_head_classes", "get_task", "list_tasks"]
 
 #: The task names as a type (the same Literal as :data:`ssl_robust.data.Task`).
 TaskName = Task
@@ -352,3 +352,49 @@ def get_task(name: str) -> TaskSpec:
             f"unknown task {name!r}; valid tasks are: {', '.join(_TASKS)}"
         )
     return spec
+
+
+def check_head_classes(head: nn.Module, data: object, *, task: str | None = None) -> None:
+    """Refuse a head with fewer classes than a dataset declares, naming the ``info`` field to
+    build it from (``num_classes`` for image labels, ``seg_classes`` for mask labels).
+
+    Args:
+        head: the adaptor (its ``num_classes``; heads without one pass).
+        data: a :class:`~ssl_robust.data.DatasetInfo`, a dataset or a DataLoader (its
+            ``info`` is found through subset wrappers); data that does not describe itself
+            passes.
+        task: the head's task (default: ``head.task``).
+
+    Raises:
+        SSLRobustValueError: e.g. ``LinearSegmenter has 4 classes but the masks of 'shapes'
+            hold labels up to 4 (`info.seg_classes` = 5); for segmentation use
+            `info.seg_classes```.
+
+    Example:
+        >>> from ssl_robust.data import DatasetInfo
+        >>> info = DatasetInfo(name="toy", tasks=("segmentation",), num_classes=4, seg_classes=5)
+        >>> check_head_classes(LinearSegmenter(8, 5), info)
+        >>> try:
+        ...     check_head_classes(LinearSegmenter(8, 4), info)
+        ... except ValueError as err:
+        ...     print(str(err).split(";")[1])
+         for segmentation use `info.seg_classes`
+    """
+    info = data
+    for _ in range(8):  # a DataLoader, then Subset / IndexedSubset wrappers
+        if isinstance(info, DatasetInfo) or not hasattr(info, "dataset"):
+            break
+        info = getattr(info, "info", None) or info.dataset
+    info = getattr(info, "info", info)
+    if not isinstance(info, DatasetInfo):
+        return
+    spec = get_task(task if task is not None else getattr(head, "task", ""))
+    facts = spec.head_info(head)
+    for key in ("num_classes", "seg_classes"):
+        have, need = int(getattr(facts, key)), int(getattr(info, key))
+        if 0 < have < need:
+            raise _checks.SSLRobustValueError(
+                f"{type(head).__name__} has {have} classes but the {spec.target_key}s of "
+                f"{info.name!r} hold labels up to {need - 1} (`info.{key}` = {need}); for "
+                f"{spec.name} use `info.{key}`"
+            )

@@ -65,3 +65,28 @@ def test_a_classifier_with_too_few_classes_names_num_classes() -> None:
     # more classes than the data holds is allowed (unused outputs)
     wide = TaskModel(_encoder(), LinearClassifier(16, 6))
     assert len(fit(wide, DataLoader(data, batch_size=4), epochs=1, progress=False)["loss"]) == 1
+
+
+def test_evaluate_refuses_the_same_mistake_up_front_with_or_without_info() -> None:
+    from ssl_robust import evaluate
+
+    data = create_dataset("shapes", split="val", size=8, image_size=16)
+    model = TaskModel(_encoder(), LinearSegmenter(16, data.info.num_classes)).eval()
+    for info in (data.info, None):
+        with pytest.raises(ValueError, match=r"LinearSegmenter has 4 classes.*`info.seg_classes`"):
+            evaluate(model, DataLoader(data, batch_size=4), info=info)
+    ok = TaskModel(_encoder(), LinearSegmenter(16, data.info.seg_classes)).eval()
+    res = evaluate(ok, DataLoader(data, batch_size=4), info=data.info)
+    assert 0.0 <= res.headline["model"]["clean"] <= 1.0
+
+
+def test_check_head_classes_finds_the_info_through_wrappers() -> None:
+    from ssl_robust.tasks import check_head_classes
+
+    data = create_dataset("shapes", split="val", size=8, image_size=16, subset=4)
+    wrapped = torch.utils.data.Subset(data, [0, 1])
+    for source in (data, wrapped, DataLoader(wrapped, batch_size=2), data.info):
+        with pytest.raises(ValueError, match=r"use `info\.seg_classes`"):
+            check_head_classes(LinearSegmenter(16, 4), source)
+        check_head_classes(LinearSegmenter(16, 5), source)
+    check_head_classes(LinearSegmenter(16, 2), [(torch.rand(1, 3, 16, 16), None)])  # no info

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from .. import _checks
-from ..data.base import DatasetInfo, Task
+from ..data.base import Task
 from ..data.batches import unpack_batch
 from ..runtime import progress_bar, tick
 from ._features import FeatureCache
@@ -92,29 +92,6 @@ def _average_grads(params: list[torch.nn.Parameter], group: Any) -> None:
         if p.grad is not None:
             torch.distributed.all_reduce(p.grad, group=group)
             p.grad.div_(world)
-
-
-def _check_classes(spec: Any, head: torch.nn.Module, loader: object) -> None:
-    """Refuse, before any batch is read, a head with fewer classes than the loader's dataset
-    declares (its :class:`~ssl_robust.data.DatasetInfo`, found through subsets), naming the
-    ``info`` field to build the head from."""
-    data, info = getattr(loader, "dataset", loader), None
-    for _ in range(8):  # through Subset / IndexedSubset wrappers
-        info = getattr(data, "info", None)
-        if isinstance(info, DatasetInfo) or not hasattr(data, "dataset"):
-            break
-        data = data.dataset
-    if not isinstance(info, DatasetInfo):
-        return
-    facts = spec.head_info(head)
-    for key in ("num_classes", "seg_classes"):
-        have, need = int(getattr(facts, key)), int(getattr(info, key))
-        if 0 < have < need:
-            raise _checks.SSLRobustValueError(
-                f"{type(head).__name__} has {have} classes but the {spec.target_key}s of "
-                f"{info.name!r} hold labels up to {need - 1} (`info.{key}` = {need}); for "
-                f"{spec.name} use `info.{key}`"
-            )
 
 
 def fit(
@@ -220,7 +197,7 @@ def fit(
             f"preset {name!r} does not match the head's task {task!r} "
             f"({type(task_model.adaptor).__name__})"
         )
-    from ..tasks import get_task  # tasks builds heads from this package: look it up late
+    from ..tasks import check_head_classes, get_task  # tasks builds heads from this package
 
     spec = get_task(name)
     cfg = PRESETS[name]
@@ -255,7 +232,7 @@ def fit(
         )
 
     encoder, head = task_model.encoder, task_model.adaptor
-    _check_classes(spec, head, loader)
+    check_head_classes(head, loader, task=name)  # before any batch is read
     params = [p for p in head.parameters() if p.requires_grad]
     opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
     opt = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
