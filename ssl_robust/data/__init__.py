@@ -11,7 +11,10 @@ from .base import (
     subset_indices,
 )
 from .batches import unpack_batch
-from .datasets import ADE20K, CIFAR, STL10, Cityscapes, ImageNet, NYUDepthV2, VOCSegmentation
+from .datasets import ADE20K, CIFAR, STL10, Cityscapes, VOCSegmentation
+from .hf import HFDiskDataset
+from .imagenet import ImageNet
+from .nyu import NYUDepthV2
 from .registry import create_dataset, list_datasets
 from .shapes import SHAPE_KINDS, ShapesDataset, render_shapes_scene
 from .transforms import PadIfSmaller, Seeded, eval_transform, train_transform
@@ -24,6 +27,7 @@ __all__ = [
     "Cityscapes",
     "DatasetInfo",
     "DepthMap",
+    "HFDiskDataset",
     "ImageNet",
     "IndexedSubset",
     "NYUDepthV2",

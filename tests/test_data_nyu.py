@@ -1,0 +1,267 @@
+"""NYU-Depth v2 in its distributed forms, on fixtures written in each exact on-disk format:
+fast-depth HDF5 files, the official v7.3 ``nyu_depth_v2_labeled.mat`` + ``splits.mat``, BTS /
+depth-toolbox split files with 16-bit PNGs, and our PNG pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ssl_robust.data import create_dataset, eval_transform
+from ssl_robust.data.nyu import EIGEN_CROP, NYU_LAYOUTS, detect_nyu_layout
+
+h5py = pytest.importorskip("h5py", reason="the NYU HDF5 / .mat readers need h5py (dev extra)")
+
+RNG = np.random.default_rng(0)
+H, W = 12, 16  # not square: a transposed read would change the shape
+
+
+def _scene(n: int, h: int = H, w: int = W) -> list[tuple[np.ndarray, np.ndarray]]:
+    """n (image (H, W, 3) uint8, depth (H, W) float32 metres) pairs."""
+    return [
+        (
+            RNG.integers(0, 256, (h, w, 3), dtype=np.uint8),
+            RNG.uniform(0.5, 9.5, (h, w)).astype(np.float32),
+        )
+        for _ in range(n)
+    ]
+
+
+def _write_fast_depth(path: Path, image: np.ndarray, depth: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:  # fast-depth's format: rgb (3, H, W) uint8, depth (H, W)
+        f.create_dataset("rgb", data=image.transpose(2, 0, 1))
+        f.create_dataset("depth", data=depth)
+
+
+def _write_v73(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """A MATLAB v7.3 MAT-file: HDF5 with a 512-byte MATLAB header, arrays stored transposed
+    (MATLAB is column-major: an (H, W, 3, N) array is stored as (N, 3, W, H))."""
+    with h5py.File(path, "w", userblock_size=512) as f:
+        for name, value in arrays.items():
+            d = f.create_dataset(name, data=value)
+            d.attrs["MATLAB_class"] = np.bytes_(
+                {"u": "uint8", "f": "single"}.get(value.dtype.kind, "double")
+            )
+    header = (
+        b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 "
+        b"HDF5 schema 1.00 ."
+    )
+    with open(path, "r+b") as fh:
+        fh.write(header.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM")
+
+
+def _images(ds: object, n: int) -> list[dict[str, torch.Tensor]]:
+    return [ds[i] for i in range(n)]  # type: ignore[index]
+
+
+def _close(sample: dict[str, torch.Tensor], image: np.ndarray, depth: np.ndarray) -> None:
+    assert sample["image"].shape == (3, *depth.shape) and sample["image"].dtype == torch.float32
+    torch.testing.assert_close(
+        sample["image"], torch.from_numpy(image).permute(2, 0, 1).float() / 255
+    )
+    assert sample["depth"].dtype == torch.float32
+    torch.testing.assert_close(sample["depth"], torch.from_numpy(depth))
+
+
+# --- fast-depth HDF5 ---
+
+
+def test_fast_depth_h5_reads_keys_orientation_and_metres(tmp_path: Path) -> None:
+    train, val = _scene(3), _scene(2)
+    for i, (img, dep) in enumerate(train):
+        scene = "basement_0001a" if i < 2 else "kitchen_0003"
+        _write_fast_depth(tmp_path / "nyudepthv2" / "train" / scene / f"{i + 1:05d}.h5", img, dep)
+    for i, (img, dep) in enumerate(val):
+        _write_fast_depth(
+            tmp_path / "nyudepthv2" / "val" / "official" / f"{i + 1:05d}.h5", img, dep
+        )
+    assert detect_nyu_layout(tmp_path) == detect_nyu_layout(tmp_path / "nyudepthv2")
+    ds = create_dataset("nyu_depth_v2", tmp_path, "train")
+    assert ds.layout == "fast-depth-h5" and len(ds) == 3  # type: ignore[attr-defined]
+    for s, (img, dep) in zip(_images(ds, 3), train, strict=True):
+        _close(s, img, dep)
+    val_ds = create_dataset("nyu_depth_v2", tmp_path / "nyudepthv2", "val")
+    assert len(val_ds) == 2 and ds.info.tasks == ("depth",)
+    _close(val_ds[1], *val[1])
+    assert create_dataset("nyu_depth_v2", tmp_path, "test")[0]["depth"].shape == (H, W)
+    resized = create_dataset("nyu_depth_v2", tmp_path, "val", transform=eval_transform(8))
+    assert resized[0]["image"].shape == (3, 8, 8) and resized[0]["depth"].shape == (8, 8)
+
+
+def test_eigen_crop_invalidates_depth_outside_it_on_480x640(tmp_path: Path) -> None:
+    img = RNG.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    dep = np.full((480, 640), 3.0, dtype=np.float32)
+    _write_fast_depth(tmp_path / "nyudepthv2" / "val" / "official" / "00001.h5", img, dep)
+    top, bottom, left, right = EIGEN_CROP
+    cropped = create_dataset("nyu_depth_v2", tmp_path, "val")[0]["depth"]
+    valid = cropped > 0
+    assert int(valid.sum()) == (bottom - top) * (right - left)
+    assert bool(valid[top:bottom, left:right].all()) and float(cropped[top, left]) == 3.0
+    full = create_dataset("nyu_depth_v2", tmp_path, "val", eigen_crop=False)[0]["depth"]
+    assert bool((full == 3.0).all())
+
+
+def test_h5_missing_key_and_truncated_file_name_the_file(tmp_path: Path) -> None:
+    img, dep = _scene(1)[0]
+    good = tmp_path / "nyudepthv2" / "val" / "official" / "00001.h5"
+    _write_fast_depth(good, img, dep)
+    bad = good.with_name("00002.h5")
+    _write_fast_depth(bad, img, dep)
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    ds = create_dataset("nyu_depth_v2", tmp_path, "val")
+    with pytest.raises(ValueError, match=r"cannot read .*00002\.h5.*truncated"):
+        ds[1]
+    wrong = tmp_path / "other" / "nyudepthv2" / "val" / "official" / "00001.h5"
+    wrong.parent.mkdir(parents=True)
+    with h5py.File(wrong, "w") as f:
+        f.create_dataset("image", data=img)
+    with pytest.raises(
+        ValueError, match=r"00001\.h5: no \['rgb', 'depth'\] key.*found \['image'\]"
+    ):
+        create_dataset("nyu_depth_v2", tmp_path / "other", "val")
+
+
+# --- the official labeled .mat ---
+
+
+def _labeled(
+    root: Path, n: int = 5, *, v73_splits: bool = False
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    pairs = _scene(n)
+    images = np.stack([p[0] for p in pairs], axis=-1)  # MATLAB (H, W, 3, N)
+    depths = np.stack([p[1] for p in pairs], axis=-1)  # (H, W, N)
+    _write_v73(
+        root / "nyu_depth_v2_labeled.mat",
+        {"images": images.T.copy(), "depths": depths.T.copy()},  # stored transposed
+    )
+    train, test = np.array([[1], [3], [4]], dtype=np.float64), np.array([[5], [2]], np.float64)
+    if v73_splits:
+        _write_v73(root / "splits.mat", {"trainNdxs": train.T.copy(), "testNdxs": test.T.copy()})
+    else:
+        from scipy.io import savemat
+
+        savemat(root / "splits.mat", {"trainNdxs": train, "testNdxs": test})  # MATLAB v5
+    return pairs
+
+
+@pytest.mark.parametrize("v73_splits", [False, True])
+def test_labeled_mat_with_splits_is_read_transposed_back(tmp_path: Path, v73_splits: bool) -> None:
+    if not v73_splits:
+        pytest.importorskip("scipy", reason="splits.mat in MATLAB v5 is read with scipy")
+    pairs = _labeled(tmp_path, v73_splits=v73_splits)
+    assert detect_nyu_layout(tmp_path) == "labeled-mat"
+    train = create_dataset("nyu_depth_v2", tmp_path, "train")
+    val = create_dataset("nyu_depth_v2", tmp_path, "val")
+    assert len(train) == 3 and len(val) == 2
+    for s, k in zip(_images(train, 3), [0, 2, 3], strict=True):  # 1-based 1, 3, 4
+        _close(s, *pairs[k])
+    for s, k in zip(_images(val, 2), [4, 1], strict=True):
+        _close(s, *pairs[k])
+
+
+def test_labeled_mat_truncated_or_without_splits(tmp_path: Path) -> None:
+    pytest.importorskip("scipy", reason="splits.mat in MATLAB v5 is read with scipy")
+    _labeled(tmp_path)
+    mat = tmp_path / "nyu_depth_v2_labeled.mat"
+    full = mat.read_bytes()
+    mat.write_bytes(full[: len(full) * 2 // 3])
+    with pytest.raises(ValueError, match=r"cannot read .*nyu_depth_v2_labeled\.mat.*truncated"):
+        create_dataset("nyu_depth_v2", tmp_path, "val")
+    mat.write_bytes(full)
+    (tmp_path / "splits.mat").unlink()
+    with pytest.raises(FileNotFoundError, match=r"needs splits\.mat next to it"):
+        create_dataset("nyu_depth_v2", tmp_path, "val")
+
+
+# --- BTS / depth-toolbox split files with 16-bit PNGs ---
+
+
+def _png16(path: Path, metres: np.ndarray) -> np.ndarray:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mm = np.round(metres * 1000).astype(np.uint16)
+    Image.fromarray(mm).save(path)
+    return mm.astype(np.float32) / 1000
+
+
+def _file_list(root: Path, toolbox: bool = False) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    where = {"train": root / "sync", "test": root / "official_splits" / "test"}
+    for part, base in where.items():
+        lines, pairs = [], []
+        for i, (img, dep) in enumerate(_scene(2)):
+            scene = "kitchen_0028b" if part == "train" else "bathroom"
+            rgb, depth = f"{scene}/rgb_{i:05d}.png", f"{scene}/sync_depth_{i:05d}.png"
+            (base / rgb).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(base / rgb)
+            pairs.append((img, _png16(base / depth, dep)))
+            lines.append(f"/{rgb} /{depth} 518.8579")
+        out[part] = pairs
+        name = f"nyu_{part}.txt" if toolbox else f"nyudepthv2_{part}_files_with_gt.txt"
+        folder = root if toolbox else root / "train_test_inputs"
+        folder.mkdir(exist_ok=True)
+        (folder / name).write_text("\n".join(lines) + "\n")
+    return out
+
+
+@pytest.mark.parametrize("toolbox", [False, True])
+def test_file_list_reads_16bit_png_depth_as_metres(tmp_path: Path, toolbox: bool) -> None:
+    pairs = _file_list(tmp_path, toolbox)
+    assert detect_nyu_layout(tmp_path) == "file-list"
+    for split, part in (("train", "train"), ("val", "test")):
+        ds = create_dataset("nyu_depth_v2", tmp_path, split)
+        assert ds.layout == "file-list" and len(ds) == 2  # type: ignore[attr-defined]
+        for s, (img, dep) in zip(_images(ds, 2), pairs[part], strict=True):
+            _close(s, img, dep)
+
+
+def test_file_list_names_missing_files_with_the_count(tmp_path: Path) -> None:
+    _file_list(tmp_path)
+    listing = tmp_path / "train_test_inputs" / "nyudepthv2_test_files_with_gt.txt"
+    extra = [f"/bathroom/rgb_{i:05d}.png /bathroom/sync_depth_{i:05d}.png 518.8579" for i in (7, 8)]
+    listing.write_text(listing.read_text() + "\n".join(extra) + "\n")
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"names 4 file\(s\) that do not exist.*rgb_00007\.png, "
+        r"bathroom/sync_depth_00007\.png, bathroom/rgb_00008\.png, …",
+    ):
+        create_dataset("nyu_depth_v2", tmp_path, "val")
+
+
+def test_8bit_depth_png_is_refused(tmp_path: Path) -> None:
+    _file_list(tmp_path)
+    depth = tmp_path / "sync" / "kitchen_0028b" / "sync_depth_00001.png"
+    Image.fromarray(RNG.integers(0, 256, (H, W), dtype=np.uint8)).save(depth)
+    ds = create_dataset("nyu_depth_v2", tmp_path, "train")
+    with pytest.raises(ValueError, match=r"sync_depth_00001\.png is 8-bit \(mode L\).*16-bit PNG"):
+        ds[1]
+
+
+# --- our PNG pairs, detection ---
+
+
+def test_png_pairs_still_accepted(tmp_path: Path) -> None:
+    img, dep = _scene(1)[0]
+    (tmp_path / "test" / "rgb").mkdir(parents=True)
+    Image.fromarray(img).save(tmp_path / "test" / "rgb" / "a.png")
+    metres = _png16(tmp_path / "test" / "depth" / "a.png", dep)
+    ds = create_dataset("nyu_depth_v2", tmp_path, "val")
+    assert ds.layout == "png-pairs"  # type: ignore[attr-defined]
+    _close(ds[0], img, metres)
+
+
+def test_no_layout_lists_every_layout_looked_for(tmp_path: Path) -> None:
+    (tmp_path / "stuff").mkdir()
+    with pytest.raises(FileNotFoundError) as err:
+        create_dataset("nyu_depth_v2", tmp_path, "val")
+    text = str(err.value)
+    assert "no accepted layout matched" in text
+    for key in NYU_LAYOUTS:
+        assert f"- {key}:" in text
+    assert "ssl-robust data check nyu_depth_v2" in text
+    with pytest.raises(ValueError, match="layout must be one of"):
+        create_dataset("nyu_depth_v2", tmp_path, "val", layout="matlab")
