@@ -158,8 +158,7 @@ class ImageNet(SampleDataset):
         class_dirs = sorted(p for p in folder.iterdir() if p.is_dir())
         flat = _images(folder) if part == "val" else []
         if flat and not class_dirs:
-            classes = _class_list(root, base)
-            self.samples, source = self._flat(root, flat, classes)
+            self.samples, source, classes = self._flat(root, base, flat)
             self.layout = "flat-val"
             self.description = f"{folder}/ILSVRC2012_val_<n>.JPEG, labels from {source}"
         else:
@@ -180,9 +179,10 @@ class ImageNet(SampleDataset):
 
     @staticmethod
     def _flat(
-        root: Path, images: list[Path], classes: list[str]
-    ) -> tuple[list[tuple[Path, int]], str]:
+        root: Path, base: Path, images: list[Path]
+    ) -> tuple[list[tuple[Path, int]], str, list[str]]:
         labels, source = _val_labels(root)
+        classes = _class_list(root, base)
         index = {c: i for i, c in enumerate(classes)}
         samples: list[tuple[Path, int]] = []
         unlabelled: list[str] = []
@@ -206,7 +206,7 @@ class ImageNet(SampleDataset):
                 f"{source} labels images with {len(unknown)} WNID(s) absent from the class list "
                 f"({len(classes)} classes): {', '.join(sorted(unknown)[:3])}"
             )
-        return samples, source
+        return samples, source, classes
 
     def __len__(self) -> int:
         return len(self.samples)
