@@ -11,6 +11,7 @@ from .base import (
     subset_indices,
 )
 from .batches import unpack_batch
+from .check import DatasetReport, SplitReport, check_dataset
 from .datasets import ADE20K, CIFAR, STL10, Cityscapes, VOCSegmentation
 from .hf import HFDiskDataset
 from .imagenet import ImageNet
@@ -26,6 +27,7 @@ __all__ = [
     "STL10",
     "Cityscapes",
     "DatasetInfo",
+    "DatasetReport",
     "DepthMap",
     "HFDiskDataset",
     "ImageNet",
@@ -36,9 +38,11 @@ __all__ = [
     "SampleDataset",
     "Seeded",
     "ShapesDataset",
+    "SplitReport",
     "Task",
     "VOCSegmentation",
     "as_tv_tensors",
+    "check_dataset",
     "create_dataset",
     "eval_transform",
     "list_datasets",
