@@ -143,3 +143,30 @@ def test_distributed_nyu_runs_through_the_benchmark(tmp_path: Path) -> None:
     assert row["task"] == "depth" and row["metric"] == "rmse"
     assert all(np.isfinite(row[k]) and row[k] > 0 for k in ("clean", "embed_attack", "task_attack"))
     assert torch.tensor(row["clean"]) < 20  # metres, not millimetres
+
+
+def test_docs_list_every_layout_with_its_check_command() -> None:
+    from ssl_robust.data import list_datasets
+    from ssl_robust.data.hf import HF_COLUMN_GUESSES
+    from ssl_robust.data.imagenet import IMAGENET_LAYOUTS
+    from ssl_robust.data.nyu import EIGEN_CROP, NYU_LAYOUTS
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text()
+    layouts = page[page.index("## Layouts") : page.index("## Transforms")]
+    for name in list_datasets():
+        assert f"`ssl-robust data check {name}" in layouts, name
+    for key in NYU_LAYOUTS:
+        assert f"| `{key}` |" in layouts, key
+    for needle in ("ILSVRC2012_validation_ground_truth.txt", "meta.mat", "LOC_val_solution.csv",
+                   "LOC_synset_mapping.txt", "ILSVRC/Data/CLS-LOC"):  # fmt: skip
+        assert needle in layouts, needle
+    assert len(IMAGENET_LAYOUTS) == 2 and "flat" in layouts
+    for names in HF_COLUMN_GUESSES.values():
+        for column in names:
+            assert f"`{column}`" in layouts or f"{column}`" in layouts, column
+    top, bottom, left, right = EIGEN_CROP
+    crop = f"rows {top}–{bottom - 1}"
+    assert f"{crop} and columns {left}–{right - 1}" in layouts.replace("\n", " ")
+    bench = (Path(__file__).resolve().parents[1] / "docs" / "benchmark.md").read_text()
+    assert f"{crop}, columns {left}–{right - 1}" in bench.replace("\n", " ")
+    assert "depth / 1000 = metres" in layouts

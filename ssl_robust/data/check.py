@@ -133,7 +133,13 @@ class DatasetReport:
             lines.append("usable: yes")
         else:
             lines.append("usable: NO — to fix:")
-            lines += [f"  - {p}" for p in self.problems]
+            grouped: dict[str, list[str]] = {}
+            for split in self.splits:
+                for problem in split.problems:
+                    grouped.setdefault(problem, []).append(split.split)
+            for problem, names in grouped.items():
+                text = problem.replace("\n", "\n      ")
+                lines.append(f"  - {', '.join(names)}: {text}")
         return "\n".join(lines)
 
 
@@ -209,11 +215,12 @@ def _check_split(name: str, root: Any, split: str, options: dict[str, Any]) -> S
         dataset: SampleDataset = create_dataset(name, root, split, **options)
     except _DATA_ERRORS as exc:
         report.error = exc
-        report.problems.append(" ".join(str(exc).split()) or type(exc).__name__)
+        report.problems.append(str(exc).strip() or type(exc).__name__)
         return report
     report.count, report.info = len(dataset), dataset.info
     report.layout = str(getattr(dataset, "layout", name))
-    report.description = str(getattr(dataset, "description", type(dataset).__name__))
+    doc = (type(dataset).__doc__ or type(dataset).__name__).strip().splitlines()[0]
+    report.description = str(getattr(dataset, "description", doc))
     if report.count == 0:
         report.problems.append("no samples found: check the folder against docs/data.md")
         return report
@@ -221,7 +228,7 @@ def _check_split(name: str, root: Any, split: str, options: dict[str, Any]) -> S
         sample = dataset[0]
     except _DATA_ERRORS as exc:
         report.error = exc
-        report.problems.append(f"sample 0 cannot be read: {' '.join(str(exc).split())}")
+        report.problems.append(f"sample 0 cannot be read: {str(exc).strip()}")
         return report
     fields = {k: v for k, v in sample.items() if isinstance(v, Tensor)}
     report.sample, problems = _check_sample(fields, dataset.info)
