@@ -205,7 +205,9 @@ def _data_check(args: argparse.Namespace) -> int:
     from .data import check_dataset
 
     root = None if args.root in (None, "-") else args.root
-    report = check_dataset(args.name, root, split=args.split, **dict(args.option or []))
+    report = check_dataset(
+        args.name, root, split=args.split, read_all=args.all, **dict(args.option or [])
+    )
     print(report.to_text())
     return 0 if report.usable else 2
 
@@ -303,6 +305,11 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("name", help="dataset name (ssl-robust list shows them)")
     chk.add_argument("root", nargs="?", help="the dataset folder (omit for shapes)")
     chk.add_argument("--split", help="check this split only (default: train and val)")
+    chk.add_argument(
+        "--all",
+        action="store_true",
+        help="read every sample, not only the first (finds truncated or unreadable files)",
+    )
     chk.add_argument(
         "--option",
         action="append",

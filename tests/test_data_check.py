@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _helpers_data import nyu_file_list, nyu_labeled, png16
 from PIL import Image
 
 from ssl_robust.bench import run_benchmark
@@ -21,7 +22,7 @@ from ssl_robust.bench.spec import (
     HeadSpec,
 )
 from ssl_robust.cli import main
-from ssl_robust.data import check_dataset
+from ssl_robust.data import check_dataset, create_dataset
 
 RNG = np.random.default_rng(0)
 
@@ -170,3 +171,71 @@ def test_docs_list_every_layout_with_its_check_command() -> None:
     bench = (Path(__file__).resolve().parents[1] / "docs" / "benchmark.md").read_text()
     assert f"{crop}, columns {left}–{right - 1}" in bench.replace("\n", " ")
     assert "depth / 1000 = metres" in layouts
+
+
+def _form(root: Path, layout: str) -> None:
+    """Two test images (and some train images) in one distributed NYU form."""
+    if layout == "fast-depth-h5":
+        _nyu_h5(root, n=2)
+    elif layout == "labeled-mat":
+        pytest.importorskip("h5py", reason="the .mat reader needs h5py")
+        pytest.importorskip("scipy", reason="splits.mat (MATLAB v5) is read with scipy")
+        nyu_labeled(root)  # 3 train, 2 test
+    elif layout == "file-list":
+        nyu_file_list(root)
+    elif layout == "png-pairs":
+        for part in ("train", "test"):
+            for i in range(2):
+                (root / part / "rgb").mkdir(parents=True, exist_ok=True)
+                img = RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+                Image.fromarray(img).save(root / part / "rgb" / f"{i}.png")
+                png16(root / part / "depth" / f"{i}.png", RNG.uniform(1, 9, (8, 8)))
+    else:
+        datasets = pytest.importorskip("datasets", reason="the hf reader needs datasets")
+        feats = datasets.Features({"image": datasets.Image(), "depth_map": datasets.Image()})
+        part = datasets.Dataset.from_dict(
+            {
+                "image": [Image.fromarray(RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8))] * 2,
+                "depth_map": [Image.fromarray(np.full((8, 8), 2.5, np.float32), mode="F")] * 2,
+            },
+            features=feats,
+        )
+        datasets.DatasetDict({"train": part, "validation": part}).save_to_disk(str(root))
+
+
+@pytest.mark.parametrize("layout", ["hf", "labeled-mat", "fast-depth-h5", "file-list", "png-pairs"])
+def test_check_reports_every_nyu_form(tmp_path: Path, layout: str) -> None:
+    _form(tmp_path, layout)
+    report = check_dataset("nyu_depth_v2", tmp_path, read_all=True)
+    assert report.usable, report.problems
+    assert [s.layout for s in report.splits] == [layout, layout]
+    assert report.splits[1].count == 2
+    depth = report.splits[1].sample["depth"]
+    assert depth["dtype"] == "float32" and 0 < depth["max"] <= 10
+
+
+def test_labeled_mat_dataset_pickles_after_reading(tmp_path: Path) -> None:
+    import pickle
+
+    _form(tmp_path, "labeled-mat")
+    ds = create_dataset("nyu_depth_v2", tmp_path, "val")
+    first = ds[0]["depth"]
+    again = pickle.loads(pickle.dumps(ds))  # what spawn-started DataLoader workers do
+    assert torch.equal(again[0]["depth"], first)
+
+
+def test_check_all_finds_a_truncated_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _nyu_h5(tmp_path, n=3)
+    bad = tmp_path / "nyudepthv2" / "val" / "official" / "00003.h5"
+    bad.write_bytes(bad.read_bytes()[:1000])
+    assert check_dataset("nyu_depth_v2", tmp_path, split="val").usable  # sample 0 is fine
+    report = check_dataset("nyu_depth_v2", tmp_path, split="val", read_all=True)
+    (problem,) = report.problems
+    assert problem.startswith(
+        f"val: 1 of 3 samples cannot be read (indices 2); the first: cannot read {bad}: "
+    )
+    assert "truncated or not HDF5" in report.problems[0]
+    assert main(["data", "check", "nyu_depth_v2", str(tmp_path), "--split", "val", "--all"]) == 2
+    assert "00003.h5" in capsys.readouterr().out

@@ -9,50 +9,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _helpers_data import (
+    RNG,
+    H,
+    W,
+    depth_pairs,
+    nyu_file_list,
+    nyu_labeled,
+    png16,
+    write_fast_depth,
+)
 from PIL import Image
 
 from ssl_robust.data import create_dataset, eval_transform
 from ssl_robust.data.nyu import EIGEN_CROP, NYU_LAYOUTS, detect_nyu_layout
 
 h5py = pytest.importorskip("h5py", reason="the NYU HDF5 / .mat readers need h5py (dev extra)")
-
-RNG = np.random.default_rng(0)
-H, W = 12, 16  # not square: a transposed read would change the shape
-
-
-def _scene(n: int, h: int = H, w: int = W) -> list[tuple[np.ndarray, np.ndarray]]:
-    """n (image (H, W, 3) uint8, depth (H, W) float32 metres) pairs."""
-    return [
-        (
-            RNG.integers(0, 256, (h, w, 3), dtype=np.uint8),
-            RNG.uniform(0.5, 9.5, (h, w)).astype(np.float32),
-        )
-        for _ in range(n)
-    ]
-
-
-def _write_fast_depth(path: Path, image: np.ndarray, depth: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as f:  # fast-depth's format: rgb (3, H, W) uint8, depth (H, W)
-        f.create_dataset("rgb", data=image.transpose(2, 0, 1))
-        f.create_dataset("depth", data=depth)
-
-
-def _write_v73(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """A MATLAB v7.3 MAT-file: HDF5 with a 512-byte MATLAB header, arrays stored transposed
-    (MATLAB is column-major: an (H, W, 3, N) array is stored as (N, 3, W, H))."""
-    with h5py.File(path, "w", userblock_size=512) as f:
-        for name, value in arrays.items():
-            d = f.create_dataset(name, data=value)
-            d.attrs["MATLAB_class"] = np.bytes_(
-                {"u": "uint8", "f": "single"}.get(value.dtype.kind, "double")
-            )
-    header = (
-        b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 "
-        b"HDF5 schema 1.00 ."
-    )
-    with open(path, "r+b") as fh:
-        fh.write(header.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM")
 
 
 def _images(ds: object, n: int) -> list[dict[str, torch.Tensor]]:
@@ -72,14 +44,12 @@ def _close(sample: dict[str, torch.Tensor], image: np.ndarray, depth: np.ndarray
 
 
 def test_fast_depth_h5_reads_keys_orientation_and_metres(tmp_path: Path) -> None:
-    train, val = _scene(3), _scene(2)
+    train, val = depth_pairs(3), depth_pairs(2)
     for i, (img, dep) in enumerate(train):
         scene = "basement_0001a" if i < 2 else "kitchen_0003"
-        _write_fast_depth(tmp_path / "nyudepthv2" / "train" / scene / f"{i + 1:05d}.h5", img, dep)
+        write_fast_depth(tmp_path / "nyudepthv2" / "train" / scene / f"{i + 1:05d}.h5", img, dep)
     for i, (img, dep) in enumerate(val):
-        _write_fast_depth(
-            tmp_path / "nyudepthv2" / "val" / "official" / f"{i + 1:05d}.h5", img, dep
-        )
+        write_fast_depth(tmp_path / "nyudepthv2" / "val" / "official" / f"{i + 1:05d}.h5", img, dep)
     assert detect_nyu_layout(tmp_path) == detect_nyu_layout(tmp_path / "nyudepthv2")
     ds = create_dataset("nyu_depth_v2", tmp_path, "train")
     assert ds.layout == "fast-depth-h5" and len(ds) == 3  # type: ignore[attr-defined]
@@ -96,7 +66,7 @@ def test_fast_depth_h5_reads_keys_orientation_and_metres(tmp_path: Path) -> None
 def test_eigen_crop_invalidates_depth_outside_it_on_480x640(tmp_path: Path) -> None:
     img = RNG.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     dep = np.full((480, 640), 3.0, dtype=np.float32)
-    _write_fast_depth(tmp_path / "nyudepthv2" / "val" / "official" / "00001.h5", img, dep)
+    write_fast_depth(tmp_path / "nyudepthv2" / "val" / "official" / "00001.h5", img, dep)
     top, bottom, left, right = EIGEN_CROP
     cropped = create_dataset("nyu_depth_v2", tmp_path, "val")[0]["depth"]
     valid = cropped > 0
@@ -107,11 +77,11 @@ def test_eigen_crop_invalidates_depth_outside_it_on_480x640(tmp_path: Path) -> N
 
 
 def test_h5_missing_key_and_truncated_file_name_the_file(tmp_path: Path) -> None:
-    img, dep = _scene(1)[0]
+    img, dep = depth_pairs(1)[0]
     good = tmp_path / "nyudepthv2" / "val" / "official" / "00001.h5"
-    _write_fast_depth(good, img, dep)
+    write_fast_depth(good, img, dep)
     bad = good.with_name("00002.h5")
-    _write_fast_depth(bad, img, dep)
+    write_fast_depth(bad, img, dep)
     bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
     ds = create_dataset("nyu_depth_v2", tmp_path, "val")
     with pytest.raises(ValueError, match=r"cannot read .*00002\.h5.*truncated"):
@@ -129,31 +99,11 @@ def test_h5_missing_key_and_truncated_file_name_the_file(tmp_path: Path) -> None
 # --- the official labeled .mat ---
 
 
-def _labeled(
-    root: Path, n: int = 5, *, v73_splits: bool = False
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    pairs = _scene(n)
-    images = np.stack([p[0] for p in pairs], axis=-1)  # MATLAB (H, W, 3, N)
-    depths = np.stack([p[1] for p in pairs], axis=-1)  # (H, W, N)
-    _write_v73(
-        root / "nyu_depth_v2_labeled.mat",
-        {"images": images.T.copy(), "depths": depths.T.copy()},  # stored transposed
-    )
-    train, test = np.array([[1], [3], [4]], dtype=np.float64), np.array([[5], [2]], np.float64)
-    if v73_splits:
-        _write_v73(root / "splits.mat", {"trainNdxs": train.T.copy(), "testNdxs": test.T.copy()})
-    else:
-        from scipy.io import savemat
-
-        savemat(root / "splits.mat", {"trainNdxs": train, "testNdxs": test})  # MATLAB v5
-    return pairs
-
-
 @pytest.mark.parametrize("v73_splits", [False, True])
 def test_labeled_mat_with_splits_is_read_transposed_back(tmp_path: Path, v73_splits: bool) -> None:
     if not v73_splits:
         pytest.importorskip("scipy", reason="splits.mat in MATLAB v5 is read with scipy")
-    pairs = _labeled(tmp_path, v73_splits=v73_splits)
+    pairs = nyu_labeled(tmp_path, v73_splits=v73_splits)
     assert detect_nyu_layout(tmp_path) == "labeled-mat"
     train = create_dataset("nyu_depth_v2", tmp_path, "train")
     val = create_dataset("nyu_depth_v2", tmp_path, "val")
@@ -166,7 +116,7 @@ def test_labeled_mat_with_splits_is_read_transposed_back(tmp_path: Path, v73_spl
 
 def test_labeled_mat_truncated_or_without_splits(tmp_path: Path) -> None:
     pytest.importorskip("scipy", reason="splits.mat in MATLAB v5 is read with scipy")
-    _labeled(tmp_path)
+    nyu_labeled(tmp_path)
     mat = tmp_path / "nyu_depth_v2_labeled.mat"
     full = mat.read_bytes()
     mat.write_bytes(full[: len(full) * 2 // 3])
@@ -181,36 +131,9 @@ def test_labeled_mat_truncated_or_without_splits(tmp_path: Path) -> None:
 # --- BTS / depth-toolbox split files with 16-bit PNGs ---
 
 
-def _png16(path: Path, metres: np.ndarray) -> np.ndarray:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mm = np.round(metres * 1000).astype(np.uint16)
-    Image.fromarray(mm).save(path)
-    return mm.astype(np.float32) / 1000
-
-
-def _file_list(root: Path, toolbox: bool = False) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
-    out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-    where = {"train": root / "sync", "test": root / "official_splits" / "test"}
-    for part, base in where.items():
-        lines, pairs = [], []
-        for i, (img, dep) in enumerate(_scene(2)):
-            scene = "kitchen_0028b" if part == "train" else "bathroom"
-            rgb, depth = f"{scene}/rgb_{i:05d}.png", f"{scene}/sync_depth_{i:05d}.png"
-            (base / rgb).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img).save(base / rgb)
-            pairs.append((img, _png16(base / depth, dep)))
-            lines.append(f"/{rgb} /{depth} 518.8579")
-        out[part] = pairs
-        name = f"nyu_{part}.txt" if toolbox else f"nyudepthv2_{part}_files_with_gt.txt"
-        folder = root if toolbox else root / "train_test_inputs"
-        folder.mkdir(exist_ok=True)
-        (folder / name).write_text("\n".join(lines) + "\n")
-    return out
-
-
 @pytest.mark.parametrize("toolbox", [False, True])
 def test_file_list_reads_16bit_png_depth_as_metres(tmp_path: Path, toolbox: bool) -> None:
-    pairs = _file_list(tmp_path, toolbox)
+    pairs = nyu_file_list(tmp_path, toolbox)
     assert detect_nyu_layout(tmp_path) == "file-list"
     for split, part in (("train", "train"), ("val", "test")):
         ds = create_dataset("nyu_depth_v2", tmp_path, split)
@@ -220,7 +143,7 @@ def test_file_list_reads_16bit_png_depth_as_metres(tmp_path: Path, toolbox: bool
 
 
 def test_file_list_names_missing_files_with_the_count(tmp_path: Path) -> None:
-    _file_list(tmp_path)
+    nyu_file_list(tmp_path)
     listing = tmp_path / "train_test_inputs" / "nyudepthv2_test_files_with_gt.txt"
     extra = [f"/bathroom/rgb_{i:05d}.png /bathroom/sync_depth_{i:05d}.png 518.8579" for i in (7, 8)]
     listing.write_text(listing.read_text() + "\n".join(extra) + "\n")
@@ -233,7 +156,7 @@ def test_file_list_names_missing_files_with_the_count(tmp_path: Path) -> None:
 
 
 def test_8bit_depth_png_is_refused(tmp_path: Path) -> None:
-    _file_list(tmp_path)
+    nyu_file_list(tmp_path)
     depth = tmp_path / "sync" / "kitchen_0028b" / "sync_depth_00001.png"
     Image.fromarray(RNG.integers(0, 256, (H, W), dtype=np.uint8)).save(depth)
     ds = create_dataset("nyu_depth_v2", tmp_path, "train")
@@ -245,10 +168,10 @@ def test_8bit_depth_png_is_refused(tmp_path: Path) -> None:
 
 
 def test_png_pairs_still_accepted(tmp_path: Path) -> None:
-    img, dep = _scene(1)[0]
+    img, dep = depth_pairs(1)[0]
     (tmp_path / "test" / "rgb").mkdir(parents=True)
     Image.fromarray(img).save(tmp_path / "test" / "rgb" / "a.png")
-    metres = _png16(tmp_path / "test" / "depth" / "a.png", dep)
+    metres = png16(tmp_path / "test" / "depth" / "a.png", dep)
     ds = create_dataset("nyu_depth_v2", tmp_path, "val")
     assert ds.layout == "png-pairs"  # type: ignore[attr-defined]
     _close(ds[0], img, metres)

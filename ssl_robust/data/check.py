@@ -209,7 +209,27 @@ def _check_sample(sample: dict[str, Tensor], info: DatasetInfo) -> tuple[dict[st
     return facts, problems
 
 
-def _check_split(name: str, root: Any, split: str, options: dict[str, Any]) -> SplitReport:
+def _read_every_sample(dataset: SampleDataset) -> list[str]:
+    failures: list[str] = []
+    first = ""
+    for index in range(len(dataset)):
+        try:
+            dataset[index]
+        except _DATA_ERRORS as exc:
+            failures.append(str(index))
+            first = first or str(exc).strip()
+    if not failures:
+        return []
+    shown = ", ".join(failures[:5]) + (", …" if len(failures) > 5 else "")
+    return [
+        f"{len(failures)} of {len(dataset)} samples cannot be read (indices {shown}); "
+        f"the first: {first}"
+    ]
+
+
+def _check_split(
+    name: str, root: Any, split: str, options: dict[str, Any], read_all: bool
+) -> SplitReport:
     report = SplitReport(split=split)
     try:
         dataset: SampleDataset = create_dataset(name, root, split, **options)
@@ -233,6 +253,8 @@ def _check_split(name: str, root: Any, split: str, options: dict[str, Any]) -> S
     fields = {k: v for k, v in sample.items() if isinstance(v, Tensor)}
     report.sample, problems = _check_sample(fields, dataset.info)
     report.problems += problems
+    if read_all:
+        report.problems += _read_every_sample(dataset)
     return report
 
 
@@ -241,6 +263,7 @@ def check_dataset(
     root: str | Path | None = None,
     *,
     split: str | None = None,
+    read_all: bool = False,
     **options: Any,
 ) -> DatasetReport:
     """Check a dataset folder: layout, samples per split, one sample, problems and fixes.
@@ -252,6 +275,8 @@ def check_dataset(
         name: a :func:`~ssl_robust.data.list_datasets` name.
         root: the folder (None for ``shapes``).
         split: check this split only; None checks ``train`` and ``val``.
+        read_all: read every sample, not only the first (finds truncated or unreadable
+            files; as slow as an epoch without a model).
         **options: ``create_dataset`` options of the reader (e.g. ``columns=`` for
             ``hf_disk``, ``layout=`` for ``nyu_depth_v2``).
 
@@ -275,7 +300,7 @@ def check_dataset(
             f"unknown dataset {name!r}{hint}; choose one of: {', '.join(list_datasets())}"
         )
     splits = [split] if split is not None else list(_SPLITS)
-    reports = [_check_split(name, root, s, dict(options)) for s in splits]
+    reports = [_check_split(name, root, s, dict(options), read_all) for s in splits]
     info = next((s.info for s in reports if s.info is not None), None)
     return DatasetReport(
         name=name, root=None if root is None else str(root), splits=reports, info=info

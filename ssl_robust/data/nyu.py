@@ -50,7 +50,7 @@ NYU_LAYOUTS: dict[str, str] = {
     "(H,W) float32 metres; val/official = the 654 test images)",
     "file-list": "split files nyudepthv2_{train,test}_files_with_gt.txt (BTS) or "
     "nyu_{train,test}.txt (depth toolbox), 'rgb depth focal' per line, in the root, "
-    "train_test_inputs/ or splits/; depth 16-bit PNG in millimetres",
+    "train_test_inputs/, splits/ or nyu/; depth 16-bit PNG in millimetres",
     "png-pairs": "{train,test}/rgb/<name>.png|.jpg and {train,test}/depth/<name>.png "
     "(uint16, millimetres, 0 = invalid)",
 }
@@ -63,7 +63,7 @@ _SPLIT_FILES = {
     "train": ("nyudepthv2_train_files_with_gt.txt", "nyu_train.txt"),
     "test": ("nyudepthv2_test_files_with_gt.txt", "nyu_test.txt"),
 }
-_LIST_DIRS = (".", "train_test_inputs", "splits")
+_LIST_DIRS = (".", "train_test_inputs", "splits", "nyu")
 _H5_HINT = "pip install 'ssl-robust[h5py]' (or pip install h5py)"
 
 
@@ -366,6 +366,9 @@ class _LabeledMat(_Source):
         self.description = f"{self.path} + {splits}: depths float32 in metres"
         self._file: Any = None
         self._pid = -1
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers (spawn) pickle the dataset
+        return {**self.__dict__, "_file": None, "_pid": -1}
 
     def __len__(self) -> int:
         return len(self.indices)
