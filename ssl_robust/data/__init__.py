@@ -13,6 +13,7 @@ from .base import (
 from .batches import unpack_batch
 from .check import DatasetReport, SplitReport, check_dataset
 from .datasets import ADE20K, CIFAR, STL10, Cityscapes, VOCSegmentation
+from .depth_io import depth_from_image
 from .hf import HFDiskDataset
 from .imagenet import ImageNet
 from .nyu import NYUDepthV2
@@ -44,6 +45,7 @@ __all__ = [
     "as_tv_tensors",
     "check_dataset",
     "create_dataset",
+    "depth_from_image",
     "eval_transform",
     "list_datasets",
     "render_shapes_scene",

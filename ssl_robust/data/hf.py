@@ -17,6 +17,7 @@ from PIL import Image
 
 from .. import _checks
 from .base import DatasetInfo, Sample, SampleDataset, Task
+from .depth_io import depth_from_image
 
 __all__ = ["HF_COLUMN_GUESSES", "HF_SPLITS", "HFDiskDataset"]
 
@@ -232,8 +233,6 @@ class HFDiskDataset(SampleDataset):
         return t.float().div_(255.0) if arr.dtype == np.uint8 else t.float()
 
     def _depth(self, value: Any, index: int) -> torch.Tensor:
-        from .nyu import depth_from_image
-
         where = f"{self.columns['depth']!r} of row {index}"
         if isinstance(value, Image.Image):
             arr = depth_from_image(value, scale=self.depth_scale, where=where)

@@ -34,8 +34,9 @@ from PIL import Image
 from .. import _checks
 from .base import DatasetInfo, Sample, SampleDataset
 from .datasets import _image_tensor, _split
+from .depth_io import depth_from_image
 
-__all__ = ["EIGEN_CROP", "NYU_LAYOUTS", "NYUDepthV2", "depth_from_image", "detect_nyu_layout"]
+__all__ = ["EIGEN_CROP", "NYU_LAYOUTS", "NYUDepthV2", "detect_nyu_layout"]
 
 Transform = Callable[[Sample], Sample] | None
 NYULayout = Literal["auto", "hf", "labeled-mat", "fast-depth-h5", "file-list", "png-pairs"]
@@ -73,39 +74,6 @@ def _h5py() -> Any:
     except ImportError as exc:  # pragma: no cover - h5py is installed in CI
         raise ImportError(f"reading NYU-Depth v2 HDF5 / .mat files needs h5py: {_H5_HINT}") from exc
     return h5py
-
-
-def depth_from_image(img: Image.Image, *, scale: float | None, where: str) -> np.ndarray:
-    """A depth image as float32 metres: 16-bit (and 32-bit integer) maps are divided by
-    ``scale`` (stored units per metre: 1000 for millimetres); float maps (mode ``F``) are
-    metres already. 8-bit maps are refused: 256 levels with no metric scale.
-
-    Raises:
-        SSLRobustValueError: an 8-bit or colour depth image, or an integer map without scale.
-
-    Example:
-        >>> from PIL import Image
-        >>> img = Image.fromarray(np.array([[0, 1500]], dtype=np.uint16))
-        >>> depth_from_image(img, scale=1000.0, where="d.png").tolist()
-        [[0.0, 1.5]]
-    """
-    arr = np.asarray(img)
-    if img.mode == "F" or arr.dtype.kind == "f":
-        out = arr.astype(np.float32)
-        return out / np.float32(scale) if scale else out
-    if img.mode in ("L", "P", "1", "LA", "RGB", "RGBA") or arr.dtype == np.uint8:
-        raise _checks.SSLRobustValueError(
-            f"depth image {where} is 8-bit (mode {img.mode}); depth must be a 16-bit PNG "
-            "(millimetres) or a float map (metres): an 8-bit map has 256 levels and no metric "
-            "scale, so it would be silently wrong — use the original 16-bit depth files"
-        )
-    if not scale:
-        raise _checks.SSLRobustValueError(
-            f"depth image {where} holds integers ({arr.dtype}); give depth_scale= (stored "
-            "units per metre, 1000 for millimetres)"
-        )
-    metres: np.ndarray = arr.astype(np.float32) / np.float32(scale)
-    return metres
 
 
 def _read_depth_png(path: Path, scale: float = 1000.0) -> np.ndarray:
