@@ -239,3 +239,13 @@ def test_check_all_finds_a_truncated_file(
     assert "truncated or not HDF5" in report.problems[0]
     assert main(["data", "check", "nyu_depth_v2", str(tmp_path), "--split", "val", "--all"]) == 2
     assert "00003.h5" in capsys.readouterr().out
+
+
+def test_a_hugging_face_folder_given_to_a_named_reader_gets_the_hf_disk_hint(
+    tmp_path: Path,
+) -> None:
+    _form(tmp_path, "hf")
+    report = check_dataset("ade20k", tmp_path, split="val")
+    assert not report.usable
+    assert "ADE20K not found" in report.problems[0]
+    assert "is a Hugging Face save_to_disk folder: read it as 'hf_disk'" in report.problems[1]

@@ -236,6 +236,15 @@ def _check_split(
     except _DATA_ERRORS as exc:
         report.error = exc
         report.problems.append(str(exc).strip() or type(exc).__name__)
+        if root is not None and name not in ("hf_disk", "nyu_depth_v2"):
+            folder = Path(root)
+            if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
+                report.problems.append(
+                    f"{folder} is a Hugging Face save_to_disk folder: read it as 'hf_disk' with "
+                    "its columns, e.g. ssl-robust data check hf_disk ROOT --option "
+                    '\'columns={"image": "image", "mask": "annotation"}\' --option '
+                    "seg_classes=150"
+                )
         return report
     report.count, report.info = len(dataset), dataset.info
     report.layout = str(getattr(dataset, "layout", name))
