@@ -137,3 +137,19 @@ def test_single_dataset_without_splits_and_empty_root_are_refused(tmp_path: Path
         create_dataset("hf_disk", tmp_path / "one", "train", num_classes=2)
     with pytest.raises(FileNotFoundError, match=r"dataset_dict\.json"):
         create_dataset("hf_disk", tmp_path / "none", "train")
+
+
+def test_depth_as_a_float_array_column_and_a_missing_split_folder(tmp_path: Path) -> None:
+    depth = RNG.uniform(0.5, 9.5, (H, W)).astype(np.float32)
+    features = datasets.Features(
+        {"image": datasets.Image(), "depth": datasets.Array2D((H, W), "float32")}
+    )
+    data = datasets.Dataset.from_dict(
+        {"image": [Image.fromarray(_rgb(1)[0])], "depth": [depth]}, features=features
+    )
+    data.save_to_disk(str(tmp_path / "train"))
+    ds = create_dataset("hf_disk", tmp_path, "train")  # columns guessed: image, depth
+    assert ds.columns == {"image": "image", "depth": "depth"}  # type: ignore[attr-defined]
+    torch.testing.assert_close(ds[0]["depth"], torch.from_numpy(depth))
+    with pytest.raises(ValueError, match=r"holds Dataset folders \['train'\]; split 'val' reads"):
+        create_dataset("hf_disk", tmp_path, "val")

@@ -77,6 +77,13 @@ def _open_split(root: Path, split: str) -> tuple[Any, str]:
             f"cannot open the Hugging Face dataset at {root}: {exc} — a truncated or "
             "incomplete save_to_disk folder? save it again"
         ) from exc
+    folders: list[str] = []
+    if root.is_dir():
+        folders = sorted(p.name for p in root.iterdir() if (p / "state.json").is_file())
+    if folders:
+        raise _checks.SSLRobustValueError(
+            f"{root} holds Dataset folders {folders}; split {split!r} reads one of {list(wanted)}"
+        )
     if (root / "state.json").is_file():
         raise _checks.SSLRobustValueError(
             f"{root} holds a single Dataset without splits; train and val must differ: save a "
@@ -99,7 +106,11 @@ def _kind(feature: Any) -> str:
         return "class"
     if isinstance(feature, datasets.Value):
         return "int" if "int" in feature.dtype else "float" if "float" in feature.dtype else "other"
-    if isinstance(feature, (list, datasets.Sequence)) or type(feature).__name__ == "List":
+    nested = tuple(
+        t for t in (getattr(datasets, "Sequence", None), getattr(datasets, "List", None))
+        if isinstance(t, type)
+    )  # fmt: skip
+    if isinstance(feature, (list, *nested)):
         return "image"  # nested lists: an array
     return "other"
 

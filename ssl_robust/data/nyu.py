@@ -109,9 +109,8 @@ def detect_nyu_layout(root: str | Path) -> str:
         FileNotFoundError: no layout matched; the message lists every layout looked for.
 
     Example:
-        >>> import tempfile
         >>> try:
-        ...     detect_nyu_layout(tempfile.mkdtemp())
+        ...     detect_nyu_layout("/nonexistent/nyu")
         ... except FileNotFoundError as err:
         ...     print(str(err).splitlines()[1].strip()[:30])
         - hf: a Hugging Face save_to_d
