@@ -59,6 +59,12 @@ def test_check_reports_layout_counts_and_one_sample(tmp_path: Path) -> None:
     text = report.to_text()
     assert "train: 3 samples, layout fast-depth-h5" in text and "usable: yes" in text
     assert "depth in metres, valid in (0.001, 10]" in text
+    assert report.splits[0].notes == []  # no official size for NYU's train split (it varies)
+    assert report.splits[1].notes == [
+        "the official val split has 654 samples; this copy has 3 (a partial copy? results "
+        "will not compare with published ones)"
+    ]
+    assert "    note: the official val split has 654 samples" in text
     assert report.to_dict()["splits"][0]["count"] == 3
 
 

@@ -23,6 +23,17 @@ from .registry import create_dataset, list_datasets
 __all__ = ["DatasetReport", "SplitReport", "check_dataset"]
 
 _SPLITS = ("train", "val")
+# Sizes of the official evaluation splits (a partial copy gets a note, not a problem).
+_OFFICIAL_COUNTS = {
+    ("cifar10", "val"): 10_000,
+    ("cifar100", "val"): 10_000,
+    ("stl10", "val"): 8_000,
+    ("imagenet", "val"): 50_000,
+    ("voc2012", "val"): 1_449,
+    ("cityscapes", "val"): 500,
+    ("ade20k", "val"): 2_000,
+    ("nyu_depth_v2", "val"): 654,
+}
 # Errors a wrong folder gives: reported, not raised.
 _DATA_ERRORS = (OSError, ValueError, TypeError, ImportError, KeyError, IndexError)
 
@@ -40,6 +51,8 @@ class SplitReport:
         sample: field → ``{"shape", "dtype", "min", "max"}`` of sample 0, plus what was
             checked (``"valid"``: share of valid depth pixels, ``"labels"``: the classes seen).
         problems: what makes this split unusable, each with how to fix it.
+        notes: facts worth knowing that do not make it unusable (e.g. a count that differs
+            from the full official split: a partial copy).
         info: the dataset's facts, when the split opened.
         error: the exception that made it unusable, if one did.
     """
@@ -50,6 +63,7 @@ class SplitReport:
     description: str = ""
     sample: dict[str, dict[str, Any]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     info: DatasetInfo | None = field(default=None, repr=False)
     error: BaseException | None = field(default=None, repr=False, compare=False)
 
@@ -99,7 +113,10 @@ class DatasetReport:
             "usable": self.usable,
             "problems": self.problems,
             "splits": [
-                {k: getattr(s, k) for k in ("split", "count", "layout", "description", "sample")}
+                {
+                    k: getattr(s, k)
+                    for k in ("split", "count", "layout", "description", "sample", "notes")
+                }
                 for s in self.splits
             ],
         }
@@ -112,6 +129,7 @@ class DatasetReport:
                 lines.append(f"  {s.split}: not usable")
                 continue
             lines.append(f"  {s.split}: {s.count} samples, layout {s.layout}: {s.description}")
+            lines += [f"    note: {n}" for n in s.notes]
             for key, facts in s.sample.items():
                 extra = "; ".join(f"{k} {v}" for k, v in facts.items() if k not in _SHOWN)
                 lines.append(
@@ -247,6 +265,12 @@ def _check_split(
                 )
         return report
     report.count, report.info = len(dataset), dataset.info
+    full = _OFFICIAL_COUNTS.get((name, "val" if split == "test" else split))
+    if full is not None and report.count != full:
+        report.notes.append(
+            f"the official {split} split has {full} samples; this copy has {report.count} "
+            "(a partial copy? results will not compare with published ones)"
+        )
     report.layout = str(getattr(dataset, "layout", name))
     doc = (type(dataset).__doc__ or type(dataset).__name__).strip().splitlines()[0]
     report.description = str(getattr(dataset, "description", doc))
