@@ -153,3 +153,14 @@ def test_depth_as_a_float_array_column_and_a_missing_split_folder(tmp_path: Path
     torch.testing.assert_close(ds[0]["depth"], torch.from_numpy(depth))
     with pytest.raises(ValueError, match=r"holds Dataset folders \['train'\]; split 'val' reads"):
         create_dataset("hf_disk", tmp_path, "val")
+
+
+def test_missing_datasets_package_gives_the_install_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    _nyu_like(tmp_path)
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(ImportError, match=r"needs datasets: pip install 'ssl-robust\[datasets\]'"):
+        create_dataset("nyu_depth_v2", tmp_path, "val")

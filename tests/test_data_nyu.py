@@ -4,6 +4,7 @@ depth-toolbox split files with 16-bit PNGs, and our PNG pairs."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,27 @@ def test_no_layout_lists_every_layout_looked_for(tmp_path: Path) -> None:
     assert "ssl-robust data check nyu_depth_v2" in text
     with pytest.raises(ValueError, match="layout must be one of"):
         create_dataset("nyu_depth_v2", tmp_path, "val", layout="matlab")
+
+
+def test_missing_optional_packages_give_the_install_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    img, dep = depth_pairs(1)[0]
+    write_fast_depth(tmp_path / "h5" / "nyudepthv2" / "val" / "official" / "1.h5", img, dep)
+    if _has("scipy"):
+        (tmp_path / "mat").mkdir()
+        nyu_labeled(tmp_path / "mat", v73_splits=False)
+    monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py now raises ImportError
+    with pytest.raises(ImportError, match=r"needs h5py: pip install 'ssl-robust\[h5py\]'"):
+        create_dataset("nyu_depth_v2", tmp_path / "h5", "val")
+    monkeypatch.undo()
+    if _has("scipy"):
+        monkeypatch.setitem(sys.modules, "scipy.io", None)
+        with pytest.raises(ImportError, match=r"MATLAB v5\) needs scipy: pip install"):
+            create_dataset("nyu_depth_v2", tmp_path / "mat", "val")
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None

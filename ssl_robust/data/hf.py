@@ -43,7 +43,7 @@ _ROLES = ("image", "label", "mask", "depth")
 def _datasets() -> Any:
     try:
         import datasets
-    except ImportError as exc:  # pragma: no cover - datasets is installed in CI
+    except ImportError as exc:
         raise ImportError(
             f"reading Hugging Face datasets saved to disk needs datasets: {_HINT}"
         ) from exc
