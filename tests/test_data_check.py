@@ -255,3 +255,30 @@ def test_a_hugging_face_folder_given_to_a_named_reader_gets_the_hf_disk_hint(
     assert not report.usable
     assert "ADE20K not found" in report.problems[0]
     assert "is a Hugging Face save_to_disk folder: read it as 'hf_disk'" in report.problems[1]
+
+
+def test_dry_run_reads_only_the_train_split_of_a_deacl_only_dataset(tmp_path: Path) -> None:
+    for wnid in ("n01", "n02"):  # ImageNet with train/ only: DeACL reads nothing else
+        (tmp_path / "train" / wnid).mkdir(parents=True)
+        img = RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        Image.fromarray(img).save(tmp_path / "train" / wnid / "a.JPEG")
+    spec = _nyu_spec(tmp_path)
+    _nyu_h5(tmp_path / "nyu", n=2)
+    spec = BenchSpec(
+        encoders=spec.encoders,
+        datasets=(
+            DatasetSpec(
+                name="nyu",
+                dataset="nyu_depth_v2",
+                tasks=("depth",),
+                root=str(tmp_path / "nyu"),
+                image_size=16,
+            ),
+            DatasetSpec(
+                name="inet", dataset="imagenet", tasks=(), root=str(tmp_path), image_size=16
+            ),
+        ),
+        eval=spec.eval,
+    )
+    assert [c["dataset"] for c in plan_benchmark(spec).cells] == ["nyu"]
+    assert not check_dataset("imagenet", tmp_path).usable  # no val: the check says so

@@ -127,7 +127,8 @@ def plan_benchmark(spec: BenchSpec, *, world_size: int = 1, device: str | None =
     peak_act = 0
     for ds in spec.datasets:
         info = None
-        for split in dict.fromkeys((ds.train_split, ds.eval_split)):
+        read = (ds.train_split, ds.eval_split) if ds.tasks else (ds.train_split,)  # DeACL only
+        for split in dict.fromkeys(read):
             if ds.dataset != "shapes":  # the checks of `ssl-robust data check`
                 check_dataset(ds.dataset, ds.root, split=split, **ds.options).raise_if_unusable()
             data = open_dataset(ds, split, subset=ev.subset if split == ds.eval_split else None,
