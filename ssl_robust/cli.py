@@ -5,6 +5,7 @@ Commands:
     deacl   DeACL robust fine-tuning of one encoder from a TOML config
     report  re-render tables and figures from an output directory's results.json
     list    the registered encoders and datasets
+    data    ``data check NAME ROOT [--split S]``: check a dataset folder (exit 2 if unusable)
 
 Errors the user can fix (a bad config, a missing file, a failed download, a missing optional
 package) print one line on stderr and exit with code 2; ``--debug`` shows the traceback instead.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import logging
 import os
 import sys
@@ -211,6 +213,27 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE; got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value  # a plain string
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from .data import check_dataset
+
+    root = None if args.root in (None, "-") else args.root
+    report = check_dataset(
+        args.name, root, split=args.split, read_all=args.all, **dict(args.option or [])
+    )
+    print(report.to_text())
+    return 0 if report.usable else 2
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ssl-robust",
@@ -287,6 +310,37 @@ def _parser() -> argparse.ArgumentParser:
         "timm/ and hf/ name schemes, with whether those packages are installed).",
     )
     ls.set_defaults(func=_list)
+
+    data = sub.add_parser(
+        "data",
+        help="check a dataset folder: `ssl-robust data check NAME ROOT [--split S]`",
+        description="Commands on datasets on disk.",
+    )
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    chk = data_sub.add_parser(
+        "check",
+        help="print the layout found, the samples per split, one sample's shapes, dtypes and "
+        "ranges, and what is missing; exit code 2 when the data is unusable",
+        description="Check a dataset folder the way the benchmark reads it (see "
+        "docs/data.md for the accepted layouts). Exit code 0: usable; 2: unusable.",
+    )
+    chk.add_argument("name", help="dataset name (ssl-robust list shows them)")
+    chk.add_argument("root", nargs="?", help="the dataset folder (omit for shapes)")
+    chk.add_argument("--split", help="check this split only (default: train and val)")
+    chk.add_argument(
+        "--all",
+        action="store_true",
+        help="read every sample, not only the first (finds truncated or unreadable files)",
+    )
+    chk.add_argument(
+        "--option",
+        action="append",
+        type=_option,
+        metavar="KEY=VALUE",
+        help="a reader option, VALUE in JSON where not a plain string, e.g. "
+        "--option seg_classes=150 --option 'columns={\"image\": \"img\", \"mask\": \"gt\"}'",
+    )
+    chk.set_defaults(func=_data_check)
     return p
 
 

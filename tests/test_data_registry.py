@@ -34,8 +34,8 @@ def _png(path: Path, arr: np.ndarray, palette: bool = False) -> None:
 
 def test_list_datasets() -> None:
     assert list_datasets() == sorted(
-        ["ade20k", "cifar10", "cifar100", "cityscapes", "imagenet", "nyu_depth_v2", "shapes",
-         "stl10", "voc2012"]
+        ["ade20k", "cifar10", "cifar100", "cityscapes", "hf_disk", "imagenet", "nyu_depth_v2",
+         "shapes", "stl10", "voc2012"]
     )  # fmt: skip
 
 

@@ -11,7 +11,12 @@ from .base import (
     subset_indices,
 )
 from .batches import unpack_batch
-from .datasets import ADE20K, CIFAR, STL10, Cityscapes, ImageNet, NYUDepthV2, VOCSegmentation
+from .check import DatasetReport, SplitReport, check_dataset
+from .datasets import ADE20K, CIFAR, STL10, Cityscapes, VOCSegmentation
+from .depth_io import depth_from_image
+from .hf import HFDiskDataset
+from .imagenet import ImageNet
+from .nyu import NYUDepthV2
 from .registry import create_dataset, list_datasets
 from .shapes import SHAPE_KINDS, ShapesDataset, render_shapes_scene
 from .transforms import PadIfSmaller, Seeded, eval_transform, train_transform
@@ -23,7 +28,9 @@ __all__ = [
     "STL10",
     "Cityscapes",
     "DatasetInfo",
+    "DatasetReport",
     "DepthMap",
+    "HFDiskDataset",
     "ImageNet",
     "IndexedSubset",
     "NYUDepthV2",
@@ -32,10 +39,13 @@ __all__ = [
     "SampleDataset",
     "Seeded",
     "ShapesDataset",
+    "SplitReport",
     "Task",
     "VOCSegmentation",
     "as_tv_tensors",
+    "check_dataset",
     "create_dataset",
+    "depth_from_image",
     "eval_transform",
     "list_datasets",
     "render_shapes_scene",

@@ -9,7 +9,10 @@ from typing import Any
 
 from .. import _checks
 from .base import IndexedSubset, Sample, SampleDataset, subset_indices
-from .datasets import ADE20K, CIFAR, STL10, Cityscapes, ImageNet, NYUDepthV2, VOCSegmentation
+from .datasets import ADE20K, CIFAR, STL10, Cityscapes, VOCSegmentation
+from .hf import HFDiskDataset
+from .imagenet import ImageNet
+from .nyu import NYUDepthV2
 from .shapes import ShapesDataset
 
 __all__ = ["create_dataset", "list_datasets"]
@@ -24,7 +27,16 @@ _REGISTRY: dict[str, _Builder] = {
     "cityscapes": Cityscapes,
     "ade20k": ADE20K,
     "nyu_depth_v2": NYUDepthV2,
+    "hf_disk": HFDiskDataset,
 }
+# Reader options passed through create_dataset(**kw), per name.
+_OPTIONS: dict[str, tuple[str, ...]] = {
+    "nyu_depth_v2": ("layout", "eigen_crop", "split_file"),
+    "hf_disk": (  # not `name`: create_dataset's own first argument (HFDiskDataset(name=))
+        "columns", "num_classes", "seg_classes", "ignore_index", "reduce_zero_label",
+        "depth_scale", "min_depth", "max_depth",
+    ),
+}  # fmt: skip
 
 
 def list_datasets() -> list[str]:
@@ -62,7 +74,9 @@ def create_dataset(
             ``scene_seed``, so another subset draw shows the same scenes).
         **kw: ``shapes`` options: ``size``, ``image_size``, ``scene_seed`` (the scene
             generator's seed, default 0: :class:`~ssl_robust.data.shapes.ShapesDataset`'s
-            ``seed``), ``max_objects``, ``home_colour``, ``contrast``.
+            ``seed``), ``max_objects``, ``home_colour``, ``contrast``; ``nyu_depth_v2``:
+            ``layout``, ``eigen_crop``, ``split_file``; ``hf_disk``: ``columns``,
+            ``num_classes``, ``seg_classes``, ... (see :class:`~ssl_robust.data.HFDiskDataset`).
 
     Raises:
         SSLRobustValueError: unknown name (listing the choices) or split.
@@ -89,12 +103,17 @@ def create_dataset(
             **kw,
         )
     elif name in _REGISTRY:
-        _checks.check_no_unknown(kw, ("transform", "subset", "seed"), where="create_dataset()")
+        allowed = _OPTIONS.get(name, ())
+        _checks.check_no_unknown(
+            {k: v for k, v in kw.items() if k not in allowed},
+            (*allowed, "transform", "subset", "seed"),
+            where=f"create_dataset({name!r})",
+        )
         if root is None:
             raise _checks.SSLRobustValueError(
                 f"create_dataset({name!r}) needs root=, the folder that holds the data"
             )
-        dataset = _REGISTRY[name](Path(root), split, transform=transform)
+        dataset = _REGISTRY[name](Path(root), split, transform=transform, **kw)
     else:
         close = difflib.get_close_matches(str(name), list_datasets(), n=1)
         hint = f" — did you mean {close[0]!r}?" if close else ""
