@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..tasks import table_number
 from ._plots import load_matplotlib, write_figures
 from ._schema import (
     OPTIONAL_ROW_FIELDS,
@@ -21,6 +22,7 @@ from ._schema import (
     TASKS,
     encoder_type_label,
     load_results,
+    ordered_tasks,
     task_info,
     validate_results,
 )
@@ -85,7 +87,7 @@ def _task_table(task: str, rows: list[Mapping[str, Any]]) -> list[str]:
         columns.append(("strong_attack", "strong_attack"))
     header = " | ".join(f"{name} {label}" for name, _ in columns)
     lines = [
-        f"### Table {info.table}: {task} {info.metric_text} ({info.arrow})",
+        f"### Table {table_number(info)}: {task} {info.metric_text} ({info.arrow})",
         "",
         f"| Dataset | Encoder | Encoder Type | Clean {label} | {header} |",
         "|---|---|---|---|" + "---|" * len(columns),
@@ -132,9 +134,10 @@ def write_tables(results: Mapping[str, Any], out_dir: str | Path) -> dict[str, P
     gets a ``strong_attack`` column when any of its rows has one (``suite = ["paper",
     "strong"]``).
     ``tables.md`` holds one Markdown table per task present (classification, segmentation,
-    depth), rows sorted by dataset, encoder and encoder type (Standard before DeACL), values
-    with two decimals (``–`` when missing), and under each table the relative change of every
-    attack against the clean value.
+    depth as Tables 1–3, then registered tasks numbered after them, see
+    :func:`~ssl_robust.tasks.table_number`), rows sorted by dataset, encoder and encoder
+    type (Standard before DeACL), values with two decimals (``–`` when missing), and under
+    each table the relative change of every attack against the clean value.
 
     Args:
         results: a results dict following the ``results.json`` contract.
@@ -173,7 +176,7 @@ def write_tables(results: Mapping[str, Any], out_dir: str | Path) -> dict[str, P
     versions = results.get("versions")
     if isinstance(versions, Mapping) and versions:
         lines += [" · ".join(f"{k} {v}" for k, v in versions.items()), ""]
-    present = [t for t in TASKS if any(r["task"] == t for r in rows)]
+    present = ordered_tasks({r["task"] for r in rows})
     if not present:
         lines += ["_No results._", ""]
     for task in present:

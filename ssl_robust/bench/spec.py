@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from .. import _checks
-from ..tasks import TASKS
+from ..tasks import check_task_name
 
 __all__ = [
     "DEFAULT_DEACL_WEIGHTS",
@@ -221,7 +221,7 @@ class DatasetSpec:
                     f"{self.image_size}; got {self.window}"
                 )
         for task in self.tasks:
-            _checks.check_choice(f"datasets[{self.name!r}].tasks", task, TASKS)
+            check_task_name(f"datasets[{self.name!r}].tasks", task)
         _checks.check_int("image_size", self.image_size, minimum=8)
 
 
@@ -298,7 +298,7 @@ class BenchSpec:
             elif not e.registry:
                 raise _checks.SSLRobustValueError(f"encoder {e.name!r} needs registry=")
         for task in self.heads:
-            _checks.check_choice("heads", task, TASKS)
+            check_task_name("heads", task)
         if not isinstance(self.device, str) or not _DEVICE.match(self.device):
             raise _checks.SSLRobustValueError(
                 f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps'; got {self.device!r}"

@@ -12,7 +12,14 @@ from .base import (
 )
 from .batches import unpack_batch
 from .datasets import ADE20K, CIFAR, STL10, Cityscapes, ImageNet, NYUDepthV2, VOCSegmentation
-from .registry import create_dataset, list_datasets
+from .registry import (
+    DatasetEntry,
+    create_dataset,
+    dataset_entry,
+    dataset_origin,
+    list_datasets,
+    register_dataset,
+)
 from .shapes import SHAPE_KINDS, ShapesDataset, render_shapes_scene
 from .transforms import PadIfSmaller, Seeded, eval_transform, train_transform
 
@@ -22,6 +29,7 @@ __all__ = [
     "SHAPE_KINDS",
     "STL10",
     "Cityscapes",
+    "DatasetEntry",
     "DatasetInfo",
     "DepthMap",
     "ImageNet",
@@ -36,8 +44,11 @@ __all__ = [
     "VOCSegmentation",
     "as_tv_tensors",
     "create_dataset",
+    "dataset_entry",
+    "dataset_origin",
     "eval_transform",
     "list_datasets",
+    "register_dataset",
     "render_shapes_scene",
     "subset_indices",
     "train_transform",
