@@ -4,7 +4,7 @@ Commands:
     bench   run the benchmark (the embedded default without --config)
     deacl   DeACL robust fine-tuning of one encoder from a TOML config
     report  re-render tables and figures from an output directory's results.json
-    list    the registered encoders and datasets
+    list    the registered tasks, encoders, datasets, attack suites and defenses (origins)
 
 Errors the user can fix (a bad config, a missing file, a failed download, a missing optional
 package) print one line on stderr and exit with code 2; ``--debug`` shows the traceback instead.
@@ -162,16 +162,27 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from .data import list_datasets
-    from .encoders import encoder_spec, list_encoders
+    from .bench.suites import defense_origin, get_defense, list_defenses, list_suites, suite_origin
+    from .data import dataset_entry, dataset_origin, list_datasets
+    from .encoders import encoder_origin, encoder_spec, list_encoders
+    from .registry import plugin_failures
+    from .tasks import get_task, list_tasks, task_origin
 
+    print("tasks (fit, evaluate, strong_attack, [[datasets]] tasks = [...]):")
+    for name in list_tasks():
+        task = get_task(name)
+        print(f"  {name:<22}{task.metric_label} {task.arrow}, target '{task.target_key}' "
+              f"[{task_origin(name)}]")  # fmt: skip
     print("encoders (create_encoder(name), [encoder] registry = name):")
     names = list_encoders()
     width = max(len(n) for n in names) + 2
     for name in names:
         spec = encoder_spec(name)
         weights = "bundled" if spec.bundled else ("download" if spec.url else "random init")
-        print(f"  {name:<{width}}{spec.description} [weights: {weights}]")
+        if spec.factory is not None:
+            weights = "factory"
+        print(f"  {name:<{width}}{spec.description} [weights: {weights}] "
+              f"[{encoder_origin(name)}]")  # fmt: skip
     for prefix, module, what in (
         ("timm/<model name>", "timm", "any timm ViT, e.g. timm/vit_small_patch14_dinov2.lvd142m"),
         (
@@ -185,7 +196,18 @@ def _list(args: argparse.Namespace) -> int:
         print(f"  {prefix:<{width}}{what} [{state}]")
     print("datasets (create_dataset(name, root, split)):")
     for name in list_datasets():
-        print(f"  {name}")
+        desc = dataset_entry(name).description
+        print(f"  {name:<22}{desc + ' ' if desc else ''}[{dataset_origin(name)}]")
+    print("attack suites (attack.suite = ['paper', ...], --suite paper,...):")
+    print(f"  {'paper':<22}EmbedAttack and the task attack (always run) [built-in]")
+    for name in list_suites():
+        print(f"  {name:<22}[{suite_origin(name)}]")
+    print("defenses ([encoders.defense] method = name):")
+    for name in list_defenses():
+        desc = get_defense(name).description
+        print(f"  {name:<22}{desc + ' ' if desc else ''}[{defense_origin(name)}]")
+    for failure in plugin_failures():
+        print(f"plugin failed to load: {failure}")
     return 0
 
 
@@ -200,9 +222,19 @@ def _parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show the full traceback of errors (and DEBUG logs)"
     )
     sub = p.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (uninstalled code that registers tasks, encoders, datasets, "
+        "attack suites or defenses); repeatable",
+    )
 
     b = sub.add_parser(
         "bench",
+        parents=[common],
         help="run the benchmark (the embedded default when no --config is given)",
         description="Train linear heads and evaluate clean / EmbedAttack / task-attack metrics "
         "for every encoder × dataset × task of a config. Without --config: the embedded "
@@ -233,6 +265,7 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser(
         "deacl",
+        parents=[common],
         help="DeACL robust fine-tuning of one encoder",
         description="Fine-tune an encoder with DeACL from a TOML config with [encoder], [data] "
         "and [deacl] tables (see docs/robust_finetuning.md); resumes from the checkpoint in "
@@ -251,6 +284,7 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser(
         "report",
+        parents=[common],
         help="re-render tables and figures from DIR/results.json",
         description="Write DIR/tables.md, DIR/results.csv and DIR/figures/*.png from "
         "DIR/results.json.",
@@ -260,9 +294,10 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser(
         "list",
-        help="print the registered encoders and datasets",
-        description="Print the names create_encoder and create_dataset accept (and the "
-        "timm/ and hf/ name schemes, with whether those packages are installed).",
+        parents=[common],
+        help="print the registered tasks, encoders, datasets, attack suites and defenses",
+        description="Print every registered name with where it comes from (built-in, or "
+        "the plugin's distribution), and the timm/ and hf/ encoder name schemes.",
     )
     ls.set_defaults(func=_list)
     return p
@@ -296,6 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ok = False
     try:
+        from .registry import import_plugin
+
+        for module in getattr(args, "plugin", []):
+            import_plugin(module)
         code: int = args.func(args)
         ok = True
     except _USER_ERRORS as exc:

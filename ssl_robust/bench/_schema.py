@@ -28,6 +28,8 @@ __all__ = [
     "encoder_type_label",
     "load_results",
     "ordered_tasks",
+    "suite_columns",
+    "suite_label",
     "task_info",
     "task_unknown",
     "validate_results",
@@ -53,6 +55,25 @@ _ID_FIELDS: tuple[str, ...] = ("task", "dataset", "encoder", "encoder_type")
 CURVE_FIELDS: tuple[str, ...] = (*_ID_FIELDS, "metric", "attack", "eps", "values")
 GALLERY_FIELDS: tuple[str, ...] = (*_ID_FIELDS, "file")
 _ENCODER_TYPES: dict[str, str] = {"standard": "Standard", "deacl": "DeACL"}
+
+
+def suite_columns() -> list[str]:
+    """The row keys of the attack suites beyond the paper's (``strong_attack``, registered
+    suites' columns), in registration order."""
+    from .suites import get_suite, list_suites
+
+    columns = [get_suite(name).column for name in list_suites()]
+    return [*OPTIONAL_ROW_FIELDS, *(c for c in columns if c not in OPTIONAL_ROW_FIELDS)]
+
+
+def suite_label(column: str) -> str:
+    """The table title of a suite column."""
+    from .suites import get_suite, list_suites
+
+    for name in list_suites():
+        if get_suite(name).column == column:
+            return get_suite(name).label
+    return column
 
 
 def task_unknown(task: object) -> str:
@@ -161,7 +182,7 @@ def validate_results(results: object) -> None:
         rec = _check_record(row, ROW_FIELDS, f"rows[{i}]")
         for key in ("clean", "embed_attack", "task_attack"):
             _check_value(rec[key], f"rows[{i}][{key!r}]")
-        for key in OPTIONAL_ROW_FIELDS:
+        for key in suite_columns():
             if key in rec:
                 _check_value(rec[key], f"rows[{i}][{key!r}]")
     for i, curve in enumerate(_section(results, "curves")):

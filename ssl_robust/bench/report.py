@@ -23,6 +23,8 @@ from ._schema import (
     encoder_type_label,
     load_results,
     ordered_tasks,
+    suite_columns,
+    suite_label,
     task_info,
     validate_results,
 )
@@ -83,8 +85,9 @@ def _task_table(task: str, rows: list[Mapping[str, Any]]) -> list[str]:
     info = task_info(task)
     label = f"{info.metric_label} {info.arrow}"
     columns = [("EmbedAttack", "embed_attack"), (info.attack_label, "task_attack")]
-    if any(row.get("strong_attack") is not None for row in rows):
-        columns.append(("strong_attack", "strong_attack"))
+    for column in suite_columns():
+        if any(row.get(column) is not None for row in rows):
+            columns.append((suite_label(column), column))
     header = " | ".join(f"{name} {label}" for name, _ in columns)
     lines = [
         f"### Table {table_number(info)}: {task} {info.metric_text} ({info.arrow})",
@@ -129,8 +132,9 @@ def write_tables(results: Mapping[str, Any], out_dir: str | Path) -> dict[str, P
     """Write ``results.csv`` and ``tables.md`` (the paper's Tables 1–3) into ``out_dir``.
 
     ``results.csv`` holds one line per row with the columns ``task, dataset, encoder,
-    encoder_type, metric, clean, embed_attack, task_attack, strong_attack`` (values at full
-    precision; missing values, None or NaN, and attacks not run are empty cells). A table
+    encoder_type, metric, clean, embed_attack, task_attack, strong_attack`` and the column
+    of every registered attack suite present (values at full precision; missing values,
+    None or NaN, and attacks not run are empty cells). A table
     gets a ``strong_attack`` column when any of its rows has one (``suite = ["paper",
     "strong"]``).
     ``tables.md`` holds one Markdown table per task present (classification, segmentation,
@@ -167,7 +171,10 @@ def write_tables(results: Mapping[str, Any], out_dir: str | Path) -> dict[str, P
     csv_path = out / "results.csv"
     with csv_path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        fields = (*ROW_FIELDS, *OPTIONAL_ROW_FIELDS)
+        extra = [
+            c for c in suite_columns()[len(OPTIONAL_ROW_FIELDS) :] if any(c in r for r in rows)
+        ]
+        fields = (*ROW_FIELDS, *OPTIONAL_ROW_FIELDS, *extra)
         writer.writerow(fields)
         for row in rows:
             writer.writerow([_csv_cell(row.get(k)) for k in fields])
