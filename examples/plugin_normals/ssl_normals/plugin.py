@@ -26,7 +26,7 @@ from ssl_robust.encoders import Encoder, VisionTransformer, read_checkpoint, reg
 from ssl_robust.metrics import Metric
 from ssl_robust.tasks import TaskAttack, TaskSpec, register_task
 
-__all__ = ["MeanAngularError", "NormalsHead", "ShapesNormals", "TASK", "normals_from_depth"]
+__all__ = ["TASK", "MeanAngularError", "NormalsHead", "ShapesNormals", "normals_from_depth"]
 
 
 # ----------------------------------------------------------------------------- the task
