@@ -27,9 +27,34 @@ from . import __version__, _checks
 __all__ = ["main"]
 
 
+def _dry_run_problems(args: argparse.Namespace) -> int:
+    """``--dry-run`` of a config file: every problem at once, with its fix (exit 2)."""
+    from .bench.problems import check_device, config_problems
+    from .bench.spec import read_toml
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.config:
+        raw = dict(read_toml(Path(args.config)))
+        if args.suite:
+            attack = dict(raw.get("attack", {}) or {})
+            attack["suite"] = args.suite
+            raw["attack"] = attack
+        problems = config_problems(raw, device=args.device, world_size=world)
+    else:
+        problems = check_device({"device": "cpu"}, args.device)
+    if not problems:
+        return 0
+    print(f"ssl-robust bench --dry-run: {len(problems)} problem(s) found:", file=sys.stderr)
+    for i, problem in enumerate(problems, 1):
+        print(f"{i}. {problem}", file=sys.stderr)
+    return 2
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .bench import default_spec, load_spec, run_benchmark
 
+    if args.dry_run and _dry_run_problems(args):
+        return 2
     spec = load_spec(args.config) if args.config else default_spec()
     if args.device:
         spec = replace(spec, device=args.device)
@@ -41,7 +66,10 @@ def _bench(args: argparse.Namespace) -> int:
 
         world = int(os.environ.get("WORLD_SIZE", "1"))
         print(plan_benchmark(spec, world_size=world).summary())
-        print(f"config OK: datasets, weights and memory checked; outputs would go to {out}")
+        print(
+            f"config OK: device, names, datasets, weights and memory checked; outputs would "
+            f"go to {out}"
+        )
         return 0
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     if main_rank:
@@ -254,8 +282,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--dry-run",
         action="store_true",
-        help="check dataset roots, weights files and the memory estimate, print the plan, "
-        "and stop (nothing is trained or attacked)",
+        help="check the whole config (device, names, dataset roots, weights files, memory) "
+        "and list every problem with its fix (exit 2), or print the plan; nothing is "
+        "trained or attacked",
     )
     b.add_argument(
         "--force", action="store_true", help="discard results of a different config in --out"
