@@ -17,6 +17,7 @@ import importlib.util
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -105,9 +106,25 @@ def _summary(results: dict[str, Any]) -> str:
 @dataclass(frozen=True)
 class _DeACLEncoder:
     registry: str
-    weights: str | None = None
+    checkpoint_path: str | None = None
     pretrained: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    weights: str | None = None  # deprecated name of checkpoint_path
+
+    def __post_init__(self) -> None:
+        if self.weights is None:
+            return
+        if self.checkpoint_path is not None:
+            raise _checks.SSLRobustValueError(
+                "[encoder]: give checkpoint_path only (weights is its deprecated name), not both"
+            )
+        warnings.warn(
+            "the [encoder] key 'weights' of a DeACL config is deprecated; rename it to "
+            "'checkpoint_path' (the keyword of create_encoder)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        object.__setattr__(self, "checkpoint_path", self.weights)
 
 
 @dataclass(frozen=True)
@@ -149,7 +166,7 @@ def _deacl(args: argparse.Namespace) -> int:
     out = Path(args.out or raw.get("out", "deacl_run"))
     device = init_distributed(args.device or raw.get("device", "cpu"))
     student = create_encoder(
-        enc.registry, checkpoint_path=enc.weights, pretrained=enc.pretrained, **enc.options
+        enc.registry, checkpoint_path=enc.checkpoint_path, pretrained=enc.pretrained, **enc.options
     ).to(device)
     dataset = open_images(
         data.dataset,
