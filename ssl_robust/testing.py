@@ -110,7 +110,8 @@ def check_task(
         batch: images per check (>= 2).
         image_size: their size.
         make_target: ``(images, model) -> target`` (default: the model's own prediction,
-            :attr:`~ssl_robust.tasks.TaskSpec.predicted`, on other random images).
+            :attr:`~ssl_robust.tasks.TaskSpec.predicted`, on other random images; so a task
+            whose targets are labels gives ``predicted``, e.g. ``out.argmax(1)``).
 
     Raises:
         ContractError: the first broken rule, with what was expected and what came.

@@ -277,6 +277,9 @@ def test_installed_plugin_runs_fit_evaluate_strong_attack_and_bench(
                                 get_task, strong_attack)
         spec = get_task("normals")                       # a lookup miss reads the plugins
         assert ssl_robust.tasks.task_origin("normals") == "ssl-robust-normals"
+        from ssl_robust.testing import check_encoder, check_task
+        check_task(spec, image_size=32)                  # the plugin passes the contract
+        check_encoder(create_encoder("normals_vit"))
         data = create_dataset("shapes_normals", split="train", size=8, image_size=32)
         enc = create_encoder("normals_vit")
         model = TaskModel(enc, spec.make_head(enc.embed_dim, data.info))
@@ -324,3 +327,18 @@ def test_installed_plugin_runs_fit_evaluate_strong_attack_and_bench(
     assert header.endswith("strong_attack,apgd_task")
     figures = {p.name for p in (tmp_path / "res" / "figures").iterdir()}
     assert {"eps_curves_normals.png", "gallery_shapes_normals_normals_normals_vit.png"} <= figures
+
+
+def test_the_extending_page_opens_with_a_task_that_runs() -> None:
+    import re
+
+    from ssl_robust.tasks import _REGISTRY
+
+    text = (ROOT / "docs" / "extending.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert code and text.split("\n", 1)[1].lstrip().startswith("```python")
+    try:
+        exec(compile(code.group(1), "docs/extending.md", "exec"), {"__name__": "__docs__"})
+        assert task_origin("cosine_cls") == "__docs__"
+    finally:
+        _REGISTRY.unregister("cosine_cls")
