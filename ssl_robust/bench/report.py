@@ -1,8 +1,9 @@
 """Benchmark report: turn a benchmark output directory into tables and figures.
 
 :func:`render_report` reads ``DIR/results.json`` (written by ``ssl-robust bench --out DIR``) and
-writes ``DIR/results.csv``, ``DIR/tables.md`` (the layout of Tables 1–3 of Kowalczuk et al. 2024) and,
-when matplotlib is installed, PNG figures under ``DIR/figures/`` (see :func:`write_figures`).
+writes ``DIR/results.csv``, ``DIR/tables.md`` (the layout of Tables 1–3 of Kowalczuk et al.
+2024) and, when matplotlib is installed, PNG figures under ``DIR/figures/`` (see
+:func:`write_figures`).
 """
 
 from __future__ import annotations
