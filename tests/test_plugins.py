@@ -342,3 +342,29 @@ def test_the_extending_page_opens_with_a_task_that_runs() -> None:
         assert task_origin("cosine_cls") == "__docs__"
     finally:
         _REGISTRY.unregister("cosine_cls")
+
+
+def test_cli_plugin_option_imports_a_module_and_list_shows_its_origin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ssl_robust.cli import main
+    from ssl_robust.tasks import _REGISTRY
+
+    (tmp_path / "my_cli_plugin.py").write_text(
+        "import torch.nn.functional as F\n"
+        "from ssl_robust.metrics import Accuracy\n"
+        "from ssl_robust.tasks import TaskSpec, register_task\n"
+        "register_task(TaskSpec(name='cli_task', target_key='label', make_head=lambda d, i: None,\n"
+        "    loss=lambda o, y, i: F.cross_entropy(o, y, reduction='none'),\n"
+        "    make_metric=lambda i: Accuracy(), higher_is_better=True, dense=False))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert main(["list", "--plugin", "my_cli_plugin"]) == 0
+        line = next(ln for ln in capsys.readouterr().out.splitlines() if "cli_task" in ln)
+        assert line.endswith("[plugin module my_cli_plugin]")
+    finally:
+        _REGISTRY.unregister("cli_task")
+        sys.modules.pop("my_cli_plugin", None)
+    assert main(["list", "--plugin", "no_such_module_xyz"]) == 2
+    assert "plugin module 'no_such_module_xyz' not found" in capsys.readouterr().err
