@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ssl_robust.adaptors import LinearClassifier, LinearDepther, LinearSegmenter, TaskModel
 from ssl_robust.attacks import APGD, PGD, Attack, DepthPGD, EmbedAttack, SegPGD
-from ssl_robust.encoders import Encoder, EncoderOutput, create_encoder
+from ssl_robust.encoders import Encoder, EncoderOutput, create_encoder, list_encoders
 from ssl_robust.metrics import Metric
 from ssl_robust.tasks import TaskAttack, TaskSpec, get_task, list_tasks
 from ssl_robust.testing import ContractError, check_attack, check_encoder, check_task
@@ -27,6 +27,19 @@ def test_small_registered_encoders_pass_check_encoder(name: str) -> None:
     enc.train()
     check_encoder(enc)
     assert enc.training  # modes restored
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.slow) if "vitl" in n else n
+        for n in list_encoders()
+        if n not in ("vit_test", "vit_tiny", "vit_tiny_shapes")
+    ],
+)
+def test_every_registered_encoder_passes_check_encoder(name: str) -> None:
+    enc = create_encoder(name)  # random weights, no download
+    check_encoder(enc, image_size=2 * enc.patch_size)  # a 2 × 2 grid (interpolated positions)
 
 
 def test_float64_encoder_passes_check_encoder() -> None:
