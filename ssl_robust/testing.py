@@ -138,8 +138,9 @@ def check_task(
         )
     model = TaskModel(spec.encoder_view(enc), head).eval()
     gen = torch.Generator().manual_seed(0)
-    images = torch.rand(batch, 3, image_size, image_size, generator=gen)
-    other = torch.rand(batch, 3, image_size, image_size, generator=gen)
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    images = torch.rand(batch, 3, image_size, image_size, generator=gen).to(device)
+    other = torch.rand(batch, 3, image_size, image_size, generator=gen).to(device)
     with torch.no_grad():
         out = model(images)
         if make_target is not None:
@@ -244,8 +245,9 @@ def check_encoder(
     try:
         encoder.eval()
         gen = torch.Generator().manual_seed(0)
-        dtype = next(iter(encoder.parameters()), torch.empty(0)).dtype
-        images = torch.rand(batch, 3, size, size, generator=gen, dtype=dtype)
+        first = next(iter(encoder.parameters()), torch.empty(0))
+        images = torch.rand(batch, 3, size, size, generator=gen, dtype=first.dtype)
+        images = images.to(first.device)
         kept = images.clone()
         x = images.clone().requires_grad_(True)
         out = encoder(x)
@@ -271,7 +273,12 @@ def check_encoder(
                 "outputs must keep the parameters' floating dtype",
                 f"{images.dtype} in, {out.cls.dtype} out",
             )
-        (grad,) = torch.autograd.grad(out.cls.sum() + out.patches.sum(), x)
+        # a random projection: the plain sum of LayerNorm-ed tokens is constant (zero gradient)
+        w_cls = torch.randn(out.cls.shape, generator=gen, dtype=out.cls.dtype)
+        w_patch = torch.randn(out.patches.shape, generator=gen, dtype=out.patches.dtype)
+        objective = (out.cls * w_cls.to(out.cls.device)).sum()
+        objective = objective + (out.patches * w_patch.to(out.patches.device)).sum()
+        (grad,) = torch.autograd.grad(objective, x)
         if not bool(torch.isfinite(grad).all()) or float(grad.abs().sum()) == 0.0:
             _fail(what, "gradients must reach the images", "zero or not finite")
         with torch.no_grad():
@@ -301,12 +308,12 @@ def check_attack(
     what = f"attack {type(attack).__name__}"
     if not isinstance(attack, Attack):
         _fail(what, "must be an ssl_robust Attack", f"got {type(attack).__name__}")
-    if images is None:
-        images = torch.rand(
-            2, 3, image_size, image_size, generator=torch.Generator().manual_seed(1)
-        )
     model = _checks.unwrap_distributed(attack.model)
     modules = model if isinstance(model, nn.Module) else nn.Module()
+    if images is None:
+        device = next(iter(modules.parameters()), torch.empty(0)).device
+        gen = torch.Generator().manual_seed(1)
+        images = torch.rand(2, 3, image_size, image_size, generator=gen).to(device)
     kept = images.clone()
     before = _snapshot(modules)
     saved = attack.generator
