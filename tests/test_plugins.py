@@ -368,3 +368,38 @@ def test_cli_plugin_option_imports_a_module_and_list_shows_its_origin(
         sys.modules.pop("my_cli_plugin", None)
     assert main(["list", "--plugin", "no_such_module_xyz"]) == 2
     assert "plugin module 'no_such_module_xyz' not found" in capsys.readouterr().err
+
+
+def test_defense_table_is_the_deacl_table_and_new_keys_keep_the_fingerprint() -> None:
+    from ssl_robust.bench import spec_from_dict
+
+    base = {
+        "encoders": [{"name": "e", "registry": "vit_test"}],
+        "datasets": [{"name": "d", "dataset": "shapes", "tasks": ["depth"]}],
+    }
+    old = spec_from_dict(
+        {
+            **base,
+            "encoders": [*base["encoders"], {"name": "r", "deacl": {"base": "e", "dataset": "d"}}],
+        }
+    )
+    new = spec_from_dict(
+        {
+            **base,
+            "plugins": ["json"],
+            "encoders": [
+                *base["encoders"],
+                {"name": "r", "defense": {"method": "deacl", "base": "e", "dataset": "d"}},
+            ],
+        }
+    )
+    assert new.encoders[1].deacl == old.encoders[1].deacl and new.plugins == ("json",)
+    assert new.encoders[1].encoder_type == "deacl"
+    assert new.fingerprint() == old.fingerprint()
+    both = {
+        "name": "r",
+        "deacl": {"base": "e", "dataset": "d"},
+        "defense": {"base": "e", "dataset": "d"},
+    }
+    with pytest.raises(ValueError, match=r"give \[encoders.defense\] or its older name"):
+        spec_from_dict({**base, "encoders": [*base["encoders"], both]})

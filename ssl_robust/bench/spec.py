@@ -338,8 +338,13 @@ class BenchSpec:
     def fingerprint(self) -> str:
         """Hash of everything that changes results (not ``out``/``device``/``threads``)."""
         d = self.to_dict()
-        for key in ("out", "device", "threads"):
+        for key in ("out", "device", "threads", "plugins"):
             d.pop(key, None)
+        for e in d["encoders"]:  # keys added later, at their defaults: the same hash as before
+            if e.get("defense") is None:
+                e.pop("defense", None)
+            if isinstance(e.get("deacl"), dict) and e["deacl"].get("method") == "deacl":
+                e["deacl"].pop("method")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
