@@ -221,7 +221,24 @@ def _dist(folder: Path, dist: str, entries: str) -> None:
 
 def test_a_broken_plugin_only_warns_and_is_named_in_unknown_name_errors(tmp_path: Path) -> None:
     (tmp_path / "broken_plugin.py").write_text("raise ImportError('needs libfoo')\n")
-    _dist(tmp_path, "broken_dist", "broken = broken_plugin\nnot_a_spec = math:pi")
+    (tmp_path / "good_plugin.py").write_text(
+        "import torch.nn.functional as F\n"
+        "from ssl_robust.metrics import Accuracy\n"
+        "from ssl_robust.tasks import TaskSpec\n"
+        "from ssl_robust.data import register_dataset, ShapesDataset\n"
+        "SPEC = TaskSpec(name='ep_task', target_key='label', make_head=lambda d, i: None,\n"
+        "    loss=lambda o, y, i: F.cross_entropy(o, y, reduction='none'),\n"
+        "    make_metric=lambda i: Accuracy(), higher_is_better=True, dense=False)\n"
+        "def register():\n"
+        "    register_dataset('ep_data', lambda root, split, **kw: ShapesDataset(split=split),\n"
+        "                     needs_root=False)\n"
+    )
+    _dist(
+        tmp_path,
+        "broken_dist",
+        "broken = broken_plugin\nnot_a_spec = math:pi\nspec = good_plugin:SPEC\n"
+        "hook = good_plugin:register",
+    )
     code = """
         import warnings
         warnings.simplefilter("error")   # importing ssl_robust reads no plugin
@@ -235,6 +252,8 @@ def test_a_broken_plugin_only_warns_and_is_named_in_unknown_name_errors(tmp_path
         for w in caught:
             print("WARNING:", w.category.__name__, w.message)
         print("TASKS:", ssl_robust.list_tasks())
+        print("ORIGINS:", ssl_robust.tasks.task_origin("ep_task"),
+              ssl_robust.data.dataset_origin("ep_data"))
     """
     env = {"PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
     out = _run(code, env, tmp_path)
@@ -244,7 +263,8 @@ def test_a_broken_plugin_only_warns_and_is_named_in_unknown_name_errors(tmp_path
     assert "ImportError: needs libfoo" in text
     assert "not_a_spec" in text and "points at float 3.14" in text and "not a module" in text
     assert "plugins that failed to load: broken (from broken_dist)" in text
-    assert "TASKS: ['classification', 'segmentation', 'depth']" in text
+    assert "TASKS: ['classification', 'segmentation', 'depth', 'ep_task']" in text
+    assert "ORIGINS: broken_dist broken_dist" in text  # a spec object and a register() hook
     off = _run(code, {**env, "SSL_ROBUST_NO_PLUGINS": "1"}, tmp_path)
     assert "WARNING" not in off.stdout and "plugin discovery is off" in off.stdout
 
@@ -403,3 +423,21 @@ def test_defense_table_is_the_deacl_table_and_new_keys_keep_the_fingerprint() ->
     }
     with pytest.raises(ValueError, match=r"give \[encoders.defense\] or its older name"):
         spec_from_dict({**base, "encoders": [*base["encoders"], both]})
+
+
+def test_a_success_criterion_gives_early_stop_and_ensemble_skips(toy_task) -> None:
+    spec = dataclasses.replace(
+        toy_task, name="toy_success", success=lambda out, y, info: out.argmax(1) != y
+    )
+    model = TaskModel(_vit(), _Head(16, 3, "toy_success")).eval()
+    info = DatasetInfo(name="t", tasks=("toy_success",), num_classes=3)
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[0] = (y[0] + 1) % 3  # sample 0 is already misclassified
+    attack = spec.make_attack(model, info, steps=3)
+    assert attack.early_stop and isinstance(attack, TaskAttack)
+    ens = spec.make_strong_attack(model, info, steps=2)
+    res = ens.run(x, y)
+    assert bool(res.success[0]) and int(res.winner[0]) == -1 and int(res.steps[0]) == 0
+    assert torch.equal(res.adversarial[0], x[0])  # broken before any attack: left as it is
