@@ -37,11 +37,17 @@ def test_every_runner_keyword_in_options_is_one_line_exit_2(
 ) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(CONFIG.format(option=f'{key} = "x"' if key != "seed" else "seed = 7"))
-    assert main(["bench", "--config", str(cfg), "--dry-run"]) == 2
+    out = str(tmp_path / "out")
+    assert main(["bench", "--config", str(cfg), "--out", out, "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
     assert f"datasets['shapes'].options: {key!r} is set by the runner" in err
     assert "multiple values" not in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # refused before anything ran
+    # the dry run lists it among the config's problems, also with exit code 2
+    assert main(["bench", "--config", str(cfg), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"{key!r} is set by the runner" in err and "multiple values" not in err
 
 
 def test_seed_collision_names_scene_seed_and_scene_seed_is_accepted(tmp_path: Path) -> None:

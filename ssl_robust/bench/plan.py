@@ -26,6 +26,7 @@ from ..runtime import parse_device
 from ..tasks import get_task
 from .data import dataset_info, open_dataset
 from .spec import BenchSpec
+from .suites import get_suite
 
 __all__ = ["BenchPlan", "machine_memory", "plan_benchmark", "suite_lines"]
 
@@ -201,6 +202,9 @@ def plan_benchmark(spec: BenchSpec, *, world_size: int = 1, device: str | None =
                     )  # fmt: skip
                     attacks.append(f"strong_attack ({runs} runs × {a.strong_steps} steps)")
                     strong = n_eval * (2 + runs * (a.strong_steps + 2))
+                for name in a.suite:
+                    if name not in ("paper", "strong"):  # registered suites: steps unknown
+                        attacks.append(f"{get_suite(name).column} (forwards not estimated)")
                 curve_imgs = min(a.curve_subset, n_eval)
                 paper = n_eval * per_image + curve_imgs * len(a.curve_eps) * 2 * (a.steps + 2)
                 forwards = paper + strong

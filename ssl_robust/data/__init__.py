@@ -17,7 +17,14 @@ from .depth_io import depth_from_image
 from .hf import HFDiskDataset
 from .imagenet import ImageNet
 from .nyu import NYUDepthV2
-from .registry import create_dataset, list_datasets
+from .registry import (
+    DatasetEntry,
+    create_dataset,
+    dataset_entry,
+    dataset_origin,
+    list_datasets,
+    register_dataset,
+)
 from .shapes import SHAPE_KINDS, ShapesDataset, render_shapes_scene
 from .transforms import PadIfSmaller, Seeded, eval_transform, train_transform
 
@@ -27,6 +34,7 @@ __all__ = [
     "SHAPE_KINDS",
     "STL10",
     "Cityscapes",
+    "DatasetEntry",
     "DatasetInfo",
     "DatasetReport",
     "DepthMap",
@@ -45,9 +53,12 @@ __all__ = [
     "as_tv_tensors",
     "check_dataset",
     "create_dataset",
+    "dataset_entry",
+    "dataset_origin",
     "depth_from_image",
     "eval_transform",
     "list_datasets",
+    "register_dataset",
     "render_shapes_scene",
     "subset_indices",
     "train_transform",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,6 +50,49 @@ def _split(split: str, choices: dict[str, str]) -> str:
     return choices[split]
 
 
+# What the official CIFAR pickles hold (numpy arrays inside dicts and lists, written by
+# Python 2 or 3); nothing else may be looked up, so an untrusted file never runs code.
+_PICKLE_ALLOWED = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+)
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, fh: object, path: Path) -> None:
+        super().__init__(fh, encoding="latin1")  # type: ignore[arg-type]
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) in _PICKLE_ALLOWED:
+            return super().find_class(module, name)
+        raise _checks.SSLRobustValueError(
+            f"{self.path}: refusing to unpickle {module}.{name}; a CIFAR file holds only numpy "
+            "arrays, lists and dicts (is it the official file? a pickle can run code, so "
+            "nothing else is loaded)"
+        )
+
+
+def restricted_pickle_load(path: Path) -> object:
+    """Unpickle a CIFAR batch file allowing only numpy arrays and builtin containers.
+
+    Raises:
+        SSLRobustValueError: the file names anything else (e.g. ``os.system``), which is
+            never imported or called.
+    """
+    with open(path, "rb") as fh:
+        return _RestrictedUnpickler(fh, path).load()
+
+
 class CIFAR(SampleDataset):
     """CIFAR-10 / CIFAR-100 from the python pickled batches (``cifar-10-batches-py``)."""
 
@@ -73,16 +117,15 @@ class CIFAR(SampleDataset):
         data: list[np.ndarray] = []
         labels: list[int] = []
         for f in files:
-            with open(base / f, "rb") as fh:
-                entry = pickle.load(fh, encoding="latin1")  # the official format is a pickle
+            entry: dict[str, Any] = restricted_pickle_load(base / f)  # type: ignore[assignment]
             data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels.extend(int(v) for v in entry[label_key])
         self.data = torch.from_numpy(np.concatenate(data))
         self.labels = torch.tensor(labels, dtype=torch.int64)
         class_names: tuple[str, ...] = ()
         if (base / meta).is_file():
-            with open(base / meta, "rb") as fh:
-                class_names = tuple(pickle.load(fh, encoding="latin1").get(key, ()))
+            names_of = restricted_pickle_load(base / meta)
+            class_names = tuple(names_of.get(key, ()))  # type: ignore[attr-defined]
         self.info = DatasetInfo(
             name=f"cifar{classes}", tasks=("classification",), num_classes=classes,
             class_names=class_names,
