@@ -364,7 +364,6 @@ RUNNER_DATASET_KEYS: dict[str, str] = {
     "subset": "`[eval] subset` / `[heads.<task>] train_size` (deacl: `[data] subset`)",
     "seed": "the seed of the subset draw, `[eval] seed` / the top-level `seed` (deacl: "
     "`[deacl] seed`); the shapes scenes have their own option, `scene_seed`",
-    "image_size": "the dataset table's `image_size`",
 }
 
 
