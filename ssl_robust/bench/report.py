@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 _MISSING = "–"
-_TYPE_ORDER = {"standard": 0, "deacl": 1}
+_TYPE_ORDER = {"standard": 0, "deacl": 1, "fare": 2, "multitask": 3}
 
 
 def _number(value: object) -> float | None:

@@ -1,9 +1,9 @@
 """The benchmark runner: heads, attacks and metrics for every encoder × dataset × task.
 
-For each encoder (standard, or DeACL fine-tuned from another entry) and each dataset it trains
-(and caches) one linear head per task, then evaluates them with the streaming
-:func:`ssl_robust.evaluate` on one fixed evaluation subset per dataset, identical for every
-encoder and attack: clean, under EmbedAttack (CLS tokens for classification, patch tokens for
+For each encoder (standard, or robust fine-tuned from another entry: DeACL, FARE, multi-task)
+and each dataset it trains (and caches) one linear head per task, then evaluates them with the
+streaming :func:`ssl_robust.evaluate` on one fixed evaluation subset per dataset, identical for
+every encoder and attack: clean, under EmbedAttack (CLS tokens for classification, patch tokens for
 dense tasks, computed once per batch for every head on those tokens) and under the task
 attack (PGD / SegPGD / DepthPGD). Every finished cell is written to ``results.json`` at once,
 and a rerun skips the cells already there.
@@ -32,7 +32,7 @@ from .cells import evaluate_cells
 from .context import RunContext
 from .data import dataset_info, open_dataset
 from .heads import trained_model
-from .history import deacl_encoder
+from .history import defended_encoder
 from .spec import BenchSpec, EncoderSpecEntry
 from .store import ResultsStore
 
@@ -63,7 +63,7 @@ class _Encoders:
         else:
             base_entry = next(e for e in spec.encoders if e.name == entry.deacl.base)
             eval_ds = next(d for d in spec.datasets if d.name == entry.deacl.dataset)
-            enc = deacl_encoder(self.ctx, entry, self(base_entry), eval_ds)
+            enc = defended_encoder(self.ctx, entry, self(base_entry), eval_ds)
         enc = enc.to(self.ctx.device).eval()
         enc.requires_grad_(False)
         self.built[entry.name] = enc

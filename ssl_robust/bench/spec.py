@@ -16,18 +16,20 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from .. import _checks
 from ..tasks import TASKS
 
 __all__ = [
     "DEFAULT_DEACL_WEIGHTS",
+    "DEFENSE_METHODS",
     "SUITES",
     "AttackSpec",
     "BenchSpec",
     "DatasetSpec",
     "DeACLSpec",
+    "DefenseSpec",
     "EncoderSpecEntry",
     "EvalSpec",
     "HeadSpec",
@@ -124,31 +126,98 @@ class HeadSpec:
             _checks.check_positive_float("heads.weight_decay", self.weight_decay, allow_zero=True)
 
 
+#: Robust fine-tuning methods of ``[encoders.defense]`` (builders: ``defenses.DEFENSE_METHODS``).
+DEFENSE_METHODS: tuple[str, ...] = ("deacl", "fare", "multitask")
+
+
 @dataclass(frozen=True)
-class DeACLSpec:
-    """DeACL fine-tuning of another encoder entry (paper §3.3).
+class DefenseSpec:
+    """Robust fine-tuning of another encoder entry (``[encoders.defense]``; the older
+    ``[encoders.deacl]`` table is the same with ``method = "deacl"``).
 
     Attributes:
-        base: name of the encoder entry to fine-tune.
-        dataset: name of the dataset entry whose train split is used.
+        base: name of the encoder entry to fine-tune (the frozen teacher).
+        dataset: name of the dataset entry whose train split is used (for ``multitask`` it
+            must carry the targets of ``tasks``).
+        method: ``"deacl"`` (paper §3.3), ``"fare"`` (FARE alone) or ``"multitask"`` (an
+            anchor plus task-aware adversarial training on the base entry's heads).
         train_size: training images (seeded subset).
-        batch_size: batch size.
-        config: overrides of :class:`~ssl_robust.defenses.DeACLConfig` (e.g. epochs, lr).
-        checkpoint: use an existing DeACL checkpoint or exported student weights instead of
+        batch_size: batch size (the global batch under torchrun).
+        config: for ``deacl``, overrides of :class:`~ssl_robust.defenses.DeACLConfig` (e.g.
+            epochs, lr); otherwise of :class:`~ssl_robust.defenses.RobustConfig`.
+        checkpoint: use an existing checkpoint or exported student weights instead of
             training (then ``base`` gives the architecture).
+        combine: ``"avg"``, ``"max"`` or ``"random"`` (``multitask``).
+        anchor: the ``multitask`` anchor, ``"fare"`` or ``"deacl"``.
+        tasks: the ``multitask`` heads (fitted on the base encoder, as for its evaluation).
+        fare: :class:`~ssl_robust.defenses.FARE` fields (``fare``, and the ``fare`` anchor).
+        task_at: :class:`~ssl_robust.defenses.TaskAT` fields (``multitask``).
+        deacl: :class:`~ssl_robust.defenses.DeACL` fields of a ``deacl`` anchor.
     """
 
     base: str
     dataset: str
+    method: str = "deacl"
     train_size: int | None = None
     batch_size: int = 128
     config: Mapping[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None
+    combine: str = "avg"
+    anchor: str = "fare"
+    tasks: tuple[str, ...] = ("classification", "segmentation", "depth")
+    fare: Mapping[str, Any] = field(default_factory=dict)
+    task_at: Mapping[str, Any] = field(default_factory=dict)
+    deacl: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _checks.check_int("deacl.batch_size", self.batch_size, minimum=1)
+        _checks.check_choice("defense.method", self.method, DEFENSE_METHODS)
+        _checks.check_int(f"{self.method}.batch_size", self.batch_size, minimum=1)
         if self.train_size is not None:
-            _checks.check_int("deacl.train_size", self.train_size, minimum=1)
+            _checks.check_int(f"{self.method}.train_size", self.train_size, minimum=1)
+        if isinstance(self.tasks, list):
+            object.__setattr__(self, "tasks", tuple(self.tasks))
+        self.recipe()  # every setting checked now
+
+    def recipe(self) -> Any:
+        """The :class:`~ssl_robust.defenses.FinetuneSpec` of this entry (budgets parsed)."""
+        from ..defenses import RobustConfig
+        from ..defenses.recipes import FinetuneSpec
+
+        def budgets(table: Mapping[str, Any], where: str) -> dict[str, Any]:
+            if not isinstance(table, Mapping):
+                raise _checks.SSLRobustTypeError(f"{where} must be a table; got {table!r}")
+            out = dict(table)
+            for key in ("eps", "step_size"):
+                if key in out:
+                    out[key] = parse_budget(f"{where}.{key}", out[key])
+            return out
+
+        config = budgets(self.config, f"{self.method}.config")
+        loop_keys = {f.name for f in dataclasses.fields(RobustConfig)}
+        loop = {k: v for k, v in config.items() if k in loop_keys}
+        deacl = budgets(self.deacl, "defense.deacl")
+        if self.method == "deacl":
+            deacl.update({k: v for k, v in config.items() if k not in loop_keys})
+        elif set(config) - loop_keys:
+            raise _checks.SSLRobustValueError(
+                f"unknown key(s) {sorted(set(config) - loop_keys)} in defense.config; valid "
+                f"keys: {', '.join(sorted(loop_keys))} (objective settings go in the fare, "
+                "task_at and deacl tables)"
+            )
+        return FinetuneSpec(
+            method=self.method,  # type: ignore[arg-type]
+            combine=self.combine,
+            anchor=self.anchor,  # type: ignore[arg-type]
+            tasks=tuple(self.tasks),
+            loop=loop,
+            deacl=deacl,
+            fare=budgets(self.fare, "defense.fare"),
+            task_at=budgets(self.task_at, "defense.task_at"),
+        )
+
+
+#: The older name of :class:`DefenseSpec` (``[encoders.deacl]``, ``method = "deacl"``).
+DeACLSpec = DefenseSpec
 
 
 @dataclass(frozen=True)
@@ -157,11 +226,13 @@ class EncoderSpecEntry:
 
     Attributes:
         name: the key in results (unique).
-        registry: :func:`~ssl_robust.encoders.create_encoder` name (for DeACL entries: taken
-            from the base entry when empty).
+        registry: :func:`~ssl_robust.encoders.create_encoder` name (for fine-tuned entries:
+            taken from the base entry when empty).
         weights: checkpoint path (``create_encoder(weights=)``).
         pretrained: fetch / load the registry's pretrained weights.
-        deacl: fine-tune another entry with DeACL (makes this a "deacl" encoder).
+        defense: robust fine-tuning of another entry (makes this a "deacl", "fare" or
+            "multitask" encoder).
+        deacl: the older name of ``defense`` (either may be given; both name the same spec).
         options: extra ``create_encoder`` keywords (e.g. ``layer``, ``norm``).
     """
 
@@ -169,12 +240,23 @@ class EncoderSpecEntry:
     registry: str = ""
     weights: str | None = None
     pretrained: bool = False
-    deacl: DeACLSpec | None = None
+    deacl: DefenseSpec | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    defense: DefenseSpec | None = None
+
+    def __post_init__(self) -> None:
+        if self.defense is not None and self.deacl is not None and self.defense != self.deacl:
+            raise _checks.SSLRobustValueError(
+                f"encoder {self.name!r}: give either defense or deacl (its older name), not both"
+            )
+        spec = self.defense if self.defense is not None else self.deacl
+        object.__setattr__(self, "defense", spec)
+        object.__setattr__(self, "deacl", spec)
 
     @property
-    def encoder_type(self) -> Literal["standard", "deacl"]:
-        return "deacl" if self.deacl is not None else "standard"
+    def encoder_type(self) -> str:
+        """``"standard"``, or the defense method (``"deacl"``, ``"fare"``, ``"multitask"``)."""
+        return "standard" if self.defense is None else self.defense.method
 
 
 @dataclass(frozen=True)
@@ -287,12 +369,14 @@ class BenchSpec:
             if e.deacl is not None:
                 if e.deacl.base not in enc_names or e.deacl.base == e.name:
                     raise _checks.SSLRobustValueError(
-                        f"encoder {e.name!r}: deacl.base must name another encoder entry; got "
+                        f"encoder {e.name!r}: {e.deacl.method}.base must name another encoder "
+                        "entry; got "
                         f"{e.deacl.base!r} (entries: {sorted(enc_names)})"
                     )
                 if e.deacl.dataset not in data_names:
                     raise _checks.SSLRobustValueError(
-                        f"encoder {e.name!r}: deacl.dataset must name a dataset entry; got "
+                        f"encoder {e.name!r}: {e.deacl.method}.dataset must name a dataset "
+                        "entry; got "
                         f"{e.deacl.dataset!r} (entries: {sorted(data_names)})"
                     )
             elif not e.registry:
@@ -349,10 +433,19 @@ def spec_from_dict(data: Mapping[str, Any]) -> BenchSpec:
         raise _checks.SSLRobustTypeError("a benchmark config must be a table of keys")
     encoders = []
     for i, raw in enumerate(data.get("encoders", [])):
-        deacl = None
-        if isinstance(raw, Mapping) and raw.get("deacl") is not None:
-            deacl = _build(DeACLSpec, raw["deacl"], f"encoders[{i}].deacl")
-        encoders.append(_build(EncoderSpecEntry, raw, f"encoders[{i}]", deacl=deacl))
+        tables: dict[str, Any] = {}
+        for key in ("deacl", "defense"):
+            if isinstance(raw, Mapping) and raw.get(key) is not None:
+                table = dict(raw[key])
+                if key == "deacl":
+                    table.setdefault("method", "deacl")
+                    if table["method"] != "deacl":
+                        raise _checks.SSLRobustValueError(
+                            f"encoders[{i}].deacl is a DeACL table; use [encoders.defense] for "
+                            f"method = {table['method']!r}"
+                        )
+                tables[key] = _build(DefenseSpec, table, f"encoders[{i}].{key}")
+        encoders.append(_build(EncoderSpecEntry, raw, f"encoders[{i}]", **tables))
     datasets = [
         _build(DatasetSpec, raw, f"datasets[{i}]") for i, raw in enumerate(data.get("datasets", []))
     ]
