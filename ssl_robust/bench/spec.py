@@ -36,6 +36,7 @@ __all__ = [
     "default_spec",
     "load_spec",
     "parse_suite",
+    "recipe_from_table",
 ]
 
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
@@ -180,40 +181,66 @@ class DefenseSpec:
 
     def recipe(self) -> Any:
         """The :class:`~ssl_robust.defenses.FinetuneSpec` of this entry (budgets parsed)."""
-        from ..defenses import RobustConfig
-        from ..defenses.recipes import FinetuneSpec
+        table: dict[str, Any] = dict(self.config) if isinstance(self.config, Mapping) else {}
+        if not isinstance(self.config, Mapping):
+            raise _checks.SSLRobustTypeError(f"defense.config must be a table; got {self.config!r}")
+        table.update(
+            method=self.method, combine=self.combine, anchor=self.anchor, tasks=self.tasks,
+            fare=self.fare, task_at=self.task_at, deacl=self.deacl,
+        )  # fmt: skip
+        return recipe_from_table(table, "defense")
 
-        def budgets(table: Mapping[str, Any], where: str) -> dict[str, Any]:
-            if not isinstance(table, Mapping):
-                raise _checks.SSLRobustTypeError(f"{where} must be a table; got {table!r}")
-            out = dict(table)
-            for key in ("eps", "step_size"):
-                if key in out:
-                    out[key] = parse_budget(f"{where}.{key}", out[key])
-            return out
 
-        config = budgets(self.config, f"{self.method}.config")
-        loop_keys = {f.name for f in dataclasses.fields(RobustConfig)}
-        loop = {k: v for k, v in config.items() if k in loop_keys}
-        deacl = budgets(self.deacl, "defense.deacl")
-        if self.method == "deacl":
-            deacl.update({k: v for k, v in config.items() if k not in loop_keys})
-        elif set(config) - loop_keys:
-            raise _checks.SSLRobustValueError(
-                f"unknown key(s) {sorted(set(config) - loop_keys)} in defense.config; valid "
-                f"keys: {', '.join(sorted(loop_keys))} (objective settings go in the fare, "
-                "task_at and deacl tables)"
-            )
-        return FinetuneSpec(
-            method=self.method,  # type: ignore[arg-type]
-            combine=self.combine,
-            anchor=self.anchor,  # type: ignore[arg-type]
-            tasks=tuple(self.tasks),
-            loop=loop,
-            deacl=deacl,
-            fare=budgets(self.fare, "defense.fare"),
-            task_at=budgets(self.task_at, "defense.task_at"),
+def _budget_table(table: object, where: str) -> dict[str, Any]:
+    if not isinstance(table, Mapping):
+        raise _checks.SSLRobustTypeError(f"{where} must be a table of keys; got {table!r}")
+    out = dict(table)
+    for key in ("eps", "step_size"):
+        if key in out:
+            out[key] = parse_budget(f"{where}.{key}", out[key])
+    return out
+
+
+def recipe_from_table(table: Mapping[str, Any], where: str = "finetune") -> Any:
+    """A :class:`~ssl_robust.defenses.FinetuneSpec` from a TOML table: ``method``,
+    ``combine``, ``anchor``, ``tasks``, the loop's fields (:class:`~ssl_robust.defenses.
+    RobustConfig`; for ``method = "deacl"`` also the DeACL fields, as in ``[deacl]``) and the
+    sub-tables ``deacl``, ``fare``, ``task_at``. Budgets may be fractions (``"4/255"``).
+
+    Example:
+        >>> recipe_from_table({"method": "fare", "epochs": 2, "fare": {"eps": "2/255"}}).fare
+        {'eps': 0.00784313725490196}
+    """
+    from ..defenses import RobustConfig
+    from ..defenses.recipes import FinetuneSpec
+
+    table = _budget_table(table, where)
+    spec_keys = ("method", "combine", "anchor", "tasks", "deacl", "fare", "task_at")
+    loop_keys = {f.name for f in dataclasses.fields(RobustConfig)}
+    method = table.get("method", "deacl")
+    flat = {k: v for k, v in table.items() if k not in spec_keys}
+    loop = {k: v for k, v in flat.items() if k in loop_keys}
+    deacl = _budget_table(table.get("deacl", {}), f"{where}.deacl")
+    extra = sorted(set(flat) - loop_keys)
+    if method == "deacl":
+        deacl.update({k: flat[k] for k in extra})
+    elif extra:
+        raise _checks.SSLRobustValueError(
+            f"unknown key{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))} in "
+            f"{where}; valid keys: {', '.join((*spec_keys, *sorted(loop_keys)))} (objective "
+            f"settings go in the {where}.fare, {where}.task_at and {where}.deacl tables)"
         )
+    tasks = table.get("tasks", ("classification", "segmentation", "depth"))
+    return FinetuneSpec(
+        method=method,
+        combine=table.get("combine", "avg"),
+        anchor=table.get("anchor", "fare"),
+        tasks=tuple(tasks) if isinstance(tasks, list) else tasks,
+        loop=loop,
+        deacl=deacl,
+        fare=_budget_table(table.get("fare", {}), f"{where}.fare"),
+        task_at=_budget_table(table.get("task_at", {}), f"{where}.task_at"),
+    )
 
 
 #: The older name of :class:`DefenseSpec` (``[encoders.deacl]``, ``method = "deacl"``).

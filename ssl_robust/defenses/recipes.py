@@ -23,7 +23,6 @@ from torch import nn
 from .. import _checks
 from .combine import COMBINES
 from .config import DeACLConfig, RobustConfig
-from .deacl import DeACLTrainer
 from .objectives import FARE, DeACL, TaskAT
 from .robust import RobustTrainer
 
@@ -127,7 +126,12 @@ class FinetuneSpec:
 
 
 def _deacl(spec: FinetuneSpec, student: nn.Module, heads: Mapping[str, nn.Module]) -> RobustTrainer:
-    return DeACLTrainer(student, config=DeACLConfig(**spec.loop, **spec.deacl))
+    from .. import defenses  # looked up when called, so a replaced DeACLTrainer is used
+
+    trainer: RobustTrainer = defenses.DeACLTrainer(
+        student, config=DeACLConfig(**spec.loop, **spec.deacl)
+    )
+    return trainer
 
 
 def _fare(spec: FinetuneSpec, student: nn.Module, heads: Mapping[str, nn.Module]) -> RobustTrainer:
