@@ -45,6 +45,7 @@ class LoopTrainer(Protocol):
     epoch: int
     loop_config: Any
     _model: nn.Module
+    _pass_module: nn.Module
     _separate: bool
 
     @property
@@ -100,7 +101,7 @@ def _wrap_ddp(trainer: LoopTrainer) -> nn.Module:
             dist.broadcast(t.data, src=0)
     device = trainer.device
     return DistributedDataParallel(
-        trainer.student,
+        trainer._pass_module,
         device_ids=[device] if device.type == "cuda" else None,
         # Parameters that never enter the forward (DINOv2's mask_token) must not stall the
         # reduction. (static_graph=True was tried: ranks diverged under the gloo test.)
@@ -231,7 +232,7 @@ def fit(
         return []
 
     history: list[dict[str, float]] = []
-    trainer._model = _wrap_ddp(trainer) if distributed else trainer.student
+    trainer._model = _wrap_ddp(trainer) if distributed else trainer._pass_module
     loaders = list(loader.values()) if isinstance(loader, Mapping) else [loader]
     n = None
     if all(_length(ld) is not None for ld in loaders):
@@ -292,7 +293,7 @@ def fit(
                 )
             _run_callbacks(trainer, epoch + 1, callbacks)
     finally:
-        trainer._model = trainer.student
+        trainer._model = trainer._pass_module
         if bar is not None:
             bar.close()
     return history

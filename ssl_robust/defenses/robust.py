@@ -6,7 +6,7 @@ import contextlib
 import copy
 import functools
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -61,6 +61,38 @@ def _slice(out: Any, a: int, b: int) -> Any:
     if isinstance(out, EncoderOutput):
         return EncoderOutput(cls=out.cls[a:b], patches=out.patches[a:b], grid=out.grid)
     return out[a:b]
+
+
+class NormedAndRaw(nn.Module):
+    """The built-in ViT returning ``(normed, raw)`` from one forward: the last block's tokens
+    with and without the final norm (the depth head reads the raw ones). A wrapper, so that
+    DistributedDataParallel sees the norm inside its forward."""
+
+    def __init__(self, student: nn.Module) -> None:
+        super().__init__()
+        self.student = student
+
+    @staticmethod
+    def fits(student: nn.Module) -> bool:
+        """Whether ``student`` has the options (a ViT normed at its last block only)."""
+        depth = int(getattr(student, "depth", 0))
+        return (
+            getattr(student, "output_norm", False) is True
+            and isinstance(getattr(student, "norm", None), nn.Module)
+            and getattr(student, "n_last_blocks", 1) == 1
+            and getattr(student, "output_layer", -1) in (-1, depth - 1)
+        )
+
+    def forward(self, x: Tensor) -> tuple[EncoderOutput, EncoderOutput]:
+        s = self.student
+        object.__setattr__(s, "output_norm", False)
+        try:
+            raw = s(x)
+        finally:
+            object.__setattr__(s, "output_norm", True)
+        norm: nn.Module = s.norm  # type: ignore[assignment]
+        normed = EncoderOutput(cls=norm(raw.cls), patches=norm(raw.patches), grid=raw.grid)
+        return normed, raw
 
 
 class RobustTrainer:
@@ -241,7 +273,12 @@ class RobustTrainer:
         self.scheduler = scheduler
         #: Number of epochs completed by :meth:`fit` (restored from checkpoints).
         self.epoch = 0
-        self._model: nn.Module = student  # the DDP wrapper while fit runs distributed
+        #: What the training pass runs (and DDP wraps): the student, or the student returning
+        #: its normed and raw tokens at once when a head reads the raw ones.
+        self._pass_module: nn.Module = student
+        if any(o.needs_raw for o in objs) and NormedAndRaw.fits(student):
+            self._pass_module = NormedAndRaw(student)
+        self._model: nn.Module = self._pass_module  # the DDP wrapper while fit runs distributed
         self._separate = _has_batchnorm(student)
         self._checked = False
 
@@ -299,40 +336,16 @@ class RobustTrainer:
             active = [active[pick_random(len(active), self.generator)]]
         return active
 
-    @contextlib.contextmanager
-    def _raw_tokens(self) -> Iterator[bool]:
-        """Make the student return its last block's tokens without the final norm, when it
-        is the built-in ViT (yields whether it did)."""
-        s = self.student
-        depth = int(getattr(s, "depth", 0))
-        fusable = (
-            getattr(s, "output_norm", False) is True
-            and isinstance(getattr(s, "norm", None), nn.Module)
-            and getattr(s, "n_last_blocks", 1) == 1
-            and getattr(s, "output_layer", -1) in (-1, depth - 1)
-        )
-        if not fusable:
-            yield False
-            return
-        object.__setattr__(s, "output_norm", False)
-        try:
-            yield True
-        finally:
-            object.__setattr__(s, "output_norm", True)
-
     def _run_student(self, x: Tensor) -> Features:
         if not any(o.needs_raw for o in self.objectives):
             return Features(self._model(x))
-        with self._raw_tokens() as fused:
-            raw = self._model(x)
-        if fused:
-            norm: nn.Module = self.student.norm  # type: ignore[assignment]
-            out = EncoderOutput(cls=norm(raw.cls), patches=norm(raw.patches), grid=raw.grid)
-            return Features(out, raw)
+        if isinstance(self._pass_module, NormedAndRaw):
+            normed, raw = self._model(x)
+            return Features(normed, raw)
         from ..adaptors.depth import feature_view  # an encoder without the option: 2nd pass
 
         view: Any = feature_view(self.student, output_norm=False)  # type: ignore[type-var]
-        return Features(raw, view(x))
+        return Features(self._model(x), view(x))
 
     def _student_pass(self, groups: list[Tensor]) -> list[Features]:
         if self._separate or len(groups) == 1:
