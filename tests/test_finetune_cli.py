@@ -1,0 +1,259 @@
+"""ssl-robust finetune: the example config and its documentation, a tiny real multi-task run,
+and the [encoders.defense] entry of the benchmark spec."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from _helpers_deacl import deacl_toml
+
+import ssl_robust.defenses.recipes as recipes
+from ssl_robust import SSLRobustValueError, cli
+from ssl_robust.bench import DefenseSpec, EncoderSpecEntry, spec_from_dict
+from ssl_robust.bench.spec import HeadSpec
+from ssl_robust.cli import main
+from ssl_robust.defenses import FARE, DeACL, DeACLTrainer, RobustConfig, RobustTrainer, TaskAT
+from ssl_robust.defenses.recipes import FinetuneSpec
+from ssl_robust.encoders import create_encoder
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "configs" / "finetune.toml"
+DOCS = ROOT / "docs" / "robust_finetuning.md"
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    return tomllib.loads(path.read_text())
+
+
+def _documented_keys() -> dict[str, set[str]]:
+    """Keys of the tables in the docs' "The finetune config file" section, per TOML table."""
+    section = DOCS.read_text().split("## The finetune config file", 1)[1].split("\n## ", 1)[0]
+    keys: dict[str, set[str]] = {}
+    table = ""
+    for line in section.splitlines():
+        head = re.match(r"^(Top level|`\[([\w.<>]+)\]`)", line)
+        if head:
+            table = head.group(2) or ""
+        row = re.match(r"^\| `(\w+)` \|", line)
+        if row:
+            keys.setdefault(table, set()).add(row.group(1))
+    return keys
+
+
+def _params(cls: type) -> set[str]:
+    import inspect
+
+    return {p for p in inspect.signature(cls).parameters if p not in ("heads", "attacks")}
+
+
+def test_every_documented_key_is_accepted_and_every_accepted_key_documented() -> None:
+    documented = _documented_keys()
+    loop = {f.name for f in dataclasses.fields(RobustConfig)}
+    accepted = {
+        "": {"out", "device"},
+        "finetune": {"method", "combine", "anchor", "tasks"} | loop,
+        "finetune.fare": _params(FARE),
+        "finetune.task_at": _params(TaskAT) - {"ignore_index"},
+        "finetune.deacl": _params(DeACL) - {"weight"},
+        "heads.<task>": {f.name for f in dataclasses.fields(HeadSpec)},
+    }
+    assert documented == accepted
+    assert set(recipes._TASK_AT_KEYS) == accepted["finetune.task_at"]
+    example = _read_toml(EXAMPLE)
+    assert {k for k, v in example.items() if not isinstance(v, dict)} == accepted[""]
+    fin = example["finetune"]
+    assert {k for k, v in fin.items() if not isinstance(v, dict)} <= accepted["finetune"]
+    for sub in ("fare", "task_at", "deacl"):
+        assert set(fin[sub]) <= accepted[f"finetune.{sub}"]
+    for task, table in example["heads"].items():
+        assert set(table) <= accepted["heads.<task>"], task
+
+
+def test_example_config_reaches_the_trainer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: dict[str, Any] = {}
+
+    class Fake:
+        def __init__(self, recipe: FinetuneSpec, heads: Any) -> None:
+            seen.update(recipe=recipe, heads=heads)
+
+        def fit(self, loader: Any, **kw: Any) -> list[dict[str, float]]:
+            seen["batch_size"] = loader.batch_size
+            return [{"epoch": 1.0, "loss": 0.0}]
+
+        def export_student(self, path: Path) -> Path:
+            return Path(path)
+
+    monkeypatch.setattr(
+        recipes, "make_trainer", lambda recipe, student, heads=None: Fake(recipe, heads)
+    )
+
+    def fake_heads(student: Any, dataset: Any, tasks: Any, raw: Any, seed: int, device: Any) -> Any:
+        seen.update(head_tables=raw, tasks=tasks)
+        return {t: None for t in tasks}
+
+    monkeypatch.setattr(cli, "_teacher_heads", fake_heads)
+    assert (
+        main(["finetune", "--config", str(EXAMPLE), "--out", str(tmp_path), "--no-progress"]) == 0
+    )
+    raw = _read_toml(EXAMPLE)
+    recipe: FinetuneSpec = seen["recipe"]
+    assert (
+        recipe.method == raw["finetune"]["method"] and recipe.combine == raw["finetune"]["combine"]
+    )
+    assert recipe.fare["eps"] == pytest.approx(4 / 255) and recipe.task_at["eps"] == pytest.approx(
+        8 / 255
+    )
+    assert recipe.fare["tokens"] == raw["finetune"]["fare"]["tokens"]
+    assert recipe.loop["epochs"] == raw["finetune"]["epochs"]
+    assert seen["tasks"] == tuple(raw["finetune"]["tasks"]) and seen["head_tables"] == raw["heads"]
+    assert seen["batch_size"] == raw["data"]["batch_size"]
+
+
+TINY = """
+out = "{out}"
+[encoder]
+registry = "vit_test"
+[data]
+dataset = "shapes"
+subset = 8
+image_size = 16
+batch_size = 8
+options = {{ size = 16 }}
+[finetune]
+method = "{method}"
+epochs = 1
+warmup_epochs = 0
+augment = false
+tasks = ["segmentation", "depth"]
+[finetune.fare]
+tokens = "cls+patch"
+steps = 1
+[finetune.task_at]
+steps = 1
+{extra}
+"""
+
+
+def test_tiny_multitask_run_writes_a_loadable_student(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "f.toml"
+    extra = "[heads.segmentation]\nepochs = 1\n[heads.depth]\nepochs = 1\noptions = { bins = 8 }"
+    cfg.write_text(TINY.format(out=tmp_path / "run", method="multitask", extra=extra))
+    assert main(["finetune", "--config", str(cfg), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "segmentation_adv=" in out and "depth_adv=" in out and "fare=" in out
+    assert (tmp_path / "run" / "robust_checkpoint.pt").is_file()
+    enc = create_encoder("vit_test", checkpoint_path=tmp_path / "run" / "student.pt")
+    assert enc(torch.rand(1, 3, 16, 16)).cls.shape == (1, 32)
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ("[finetune.fare]\nradius = 1", "unknown key 'radius' in fare"),
+        ("", "method must be one of 'deacl', 'fare', 'multitask'"),
+        ("[heads.classification]\nepochs = 1", r"\[heads\] tables for tasks that are not trained"),
+    ],
+)
+def test_bad_finetune_configs_exit_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, match: str
+) -> None:
+    cfg = tmp_path / "f.toml"
+    method = "sam" if "method" in match else "multitask"
+    text = TINY.format(out=tmp_path / "run", method=method, extra="")
+    if "radius" in extra:
+        text = text.replace("[finetune.fare]\n", "[finetune.fare]\nradius = 1\n")
+    elif extra:
+        text += extra
+    cfg.write_text(text)
+    assert main(["finetune", "--config", str(cfg), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ssl-robust finetune: error:") and re.search(match, err), err
+
+
+def test_deacl_alias_builds_the_deacl_preset(tmp_path: Path) -> None:
+    recipe = recipes.FinetuneSpec(
+        method="deacl", loop={"epochs": 2, "warmup_epochs": 0}, deacl={"gamma": 1.0}
+    )
+    trainer = recipes.make_trainer(recipe, create_encoder("vit_test"))
+    assert type(trainer) is DeACLTrainer and trainer.config.gamma == 1.0
+    assert isinstance(
+        recipes.make_trainer(FinetuneSpec(method="fare"), create_encoder("vit_test")), RobustTrainer
+    )
+    cfg = tmp_path / "d.toml"
+    cfg.write_text(deacl_toml(tmp_path / "run", extra='method = "fare"'))
+    assert main(["deacl", "--config", str(cfg)]) == 2
+
+
+# ----------------------------------------------------------------------------- bench spec
+BENCH = """
+[[encoders]]
+name = "tiny"
+registry = "vit_test"
+[[encoders]]
+name = "tiny_{method}"
+[encoders.{table}]
+{method_line}
+base = "tiny"
+dataset = "shapes"
+config = {{ epochs = 1, warmup_epochs = 0 }}
+{extra}
+[[datasets]]
+name = "shapes"
+dataset = "shapes"
+tasks = ["classification"]
+image_size = 16
+"""
+
+
+@pytest.mark.parametrize("method", ["deacl", "fare", "multitask"])
+def test_bench_defense_entry(method: str) -> None:
+    extra = 'fare = { tokens = "patch", eps = "2/255" }' if method != "deacl" else ""
+    text = BENCH.format(
+        method=method, table="defense", method_line=f'method = "{method}"', extra=extra
+    )
+    import tomllib
+
+    spec = spec_from_dict(tomllib.loads(text))
+    entry = spec.encoders[1]
+    assert entry.encoder_type == method and entry.defense is entry.deacl
+    recipe = entry.defense.recipe()  # type: ignore[union-attr]
+    assert recipe.method == method and recipe.loop == {"epochs": 1, "warmup_epochs": 0}
+    if method != "deacl":
+        assert recipe.fare == {"tokens": "patch", "eps": pytest.approx(2 / 255)}
+
+
+def test_old_deacl_table_still_accepted_and_mixing_refused() -> None:
+    import tomllib
+
+    old = BENCH.format(method="deacl", table="deacl", method_line="", extra="")
+    entry = spec_from_dict(tomllib.loads(old)).encoders[1]
+    assert entry.encoder_type == "deacl" and entry.defense is not None
+    with pytest.raises(SSLRobustValueError, match=r"use \[encoders\.defense\] for method = 'fare'"):
+        spec_from_dict(
+            tomllib.loads(old.replace('base = "tiny"', 'method = "fare"\nbase = "tiny"'))
+        )
+    with pytest.raises(
+        SSLRobustValueError, match=r"defense.method must be one of 'deacl', 'fare', 'multitask'"
+    ):
+        DefenseSpec(base="a", dataset="b", method="trades")
+    with pytest.raises(SSLRobustValueError, match=r"unknown key 'gamma' in defense"):
+        DefenseSpec(base="a", dataset="b", method="fare", config={"gamma": 2.0})
+    d = DefenseSpec(base="a", dataset="b")
+    with pytest.raises(SSLRobustValueError, match="either defense or deacl"):
+        EncoderSpecEntry(name="x", defense=d, deacl=DefenseSpec(base="a", dataset="c"))
