@@ -257,3 +257,41 @@ def test_old_deacl_table_still_accepted_and_mixing_refused() -> None:
     d = DefenseSpec(base="a", dataset="b")
     with pytest.raises(SSLRobustValueError, match="either defense or deacl"):
         EncoderSpecEntry(name="x", defense=d, deacl=DefenseSpec(base="a", dataset="c"))
+
+
+def test_tables_say_what_protects_what(tmp_path: Path) -> None:
+    from ssl_robust.bench import write_tables
+
+    def row(task: str, etype: str, clean: float, embed: float, attack: float) -> dict[str, Any]:
+        metric = {"classification": "accuracy", "depth": "rmse"}[task]
+        return {
+            "task": task, "dataset": "shapes", "encoder": f"vit_{etype}", "encoder_type": etype,
+            "metric": metric, "clean": clean, "embed_attack": embed, "task_attack": attack,
+        }  # fmt: skip
+
+    rows = [
+        row("classification", "standard", 0.8, 0.3, 0.0),
+        row("classification", "deacl", 0.8, 0.4, 0.0),
+        row("classification", "multitask", 0.75, 0.42, 0.35),
+        row("depth", "standard", 2.0, 4.0, 5.0),
+        row("depth", "deacl", 2.5, 3.0, 4.6),
+        row("depth", "multitask", 2.2, 2.9, 2.3),
+    ]
+    text = write_tables({"rows": rows}, tmp_path)["markdown"].read_text()
+    section = text.split("## What protects what", 1)[1]
+    assert (
+        "DeACL protects against EmbedAttack on 2 of 2 tasks, the task attacks on 1 of 2" in section
+    )
+    assert (
+        "multi-task protects against EmbedAttack on 2 of 2 tasks, the task attacks on 2 of 2"
+        in section
+    )
+    assert (
+        "classification (accuracy ↑), vit_multitask (multi-task): EmbedAttack +0.12, PGD +0.35"
+        in section
+    )
+    vs_deacl = section.split("Against DeACL", 1)[1]
+    assert (
+        "depth (RMSE ↓), vit_multitask (multi-task): EmbedAttack ×0.97, DepthPGD ×0.50" in vs_deacl
+    )
+    assert "vit_deacl" not in vs_deacl
