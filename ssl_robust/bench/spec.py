@@ -23,6 +23,8 @@ from ..tasks import TASKS
 
 __all__ = [
     "DEFAULT_DEACL_WEIGHTS",
+    "DEFAULT_MULTITASK",
+    "DEFAULT_MULTITASK_WEIGHTS",
     "DEFENSE_METHODS",
     "SUITES",
     "AttackSpec",
@@ -550,20 +552,43 @@ def load_spec(path: str | Path) -> BenchSpec:
 
 #: DeACL fine-tuned weights of the bundled encoder (scripts/deacl_default_encoder.py).
 DEFAULT_DEACL_WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "vit_tiny_shapes_deacl.pt"
+#: Multi-task fine-tuned weights of the bundled encoder (scripts/multitask_default_encoder.py,
+#: i.e. ``ssl-robust finetune --config configs/finetune.toml``).
+DEFAULT_MULTITASK_WEIGHTS = (
+    Path(__file__).resolve().parents[1] / "assets" / "vit_tiny_shapes_multitask.pt"
+)
+
+#: The multi-task recipe of the embedded default (the same settings as configs/finetune.toml):
+#: FARE on the CLS and patch tokens as the anchor (weighted 0.05: its squared distances are
+#: ~50 on this encoder) plus PGD / SegPGD / DepthPGD at 8/255 against heads fitted on the
+#: teacher, 3 epochs on 512 shapes scenes.
+DEFAULT_MULTITASK = {
+    "train_size": 512,
+    "batch_size": 128,
+    "config": {"epochs": 3, "warmup_epochs": 1, "lr": 0.05, "augment": False},
+    "fare": {"tokens": "cls+patch", "eps": 4 / 255, "step_size": 1 / 255, "steps": 3,
+             "weight": 0.05},
+    "task_at": {"eps": 8 / 255, "step_size": 3 / 255, "steps": 3},
+}  # fmt: skip
 
 
 def default_spec(out: str = "ssl_robust_results", *, fine_tune: bool = False) -> BenchSpec:
     """The embedded default: runs on a laptop CPU in minutes, with no downloads.
 
     The built-in ``vit_tiny_shapes`` encoder (self-supervised on ``shapes``, weights shipped in
-    the package) and its DeACL fine-tuned version, evaluated on the synthetic ``shapes`` data
+    the package), its DeACL fine-tuned version (the paper's finding: it protects against
+    EmbedAttack only) and its multi-task fine-tuned version (the remedy: FARE + task-aware
+    adversarial training, :data:`DEFAULT_MULTITASK`), evaluated on the synthetic ``shapes`` data
     for classification, segmentation and depth with the paper's attack settings. The DeACL
     weights ship in the package too (made by ``scripts/deacl_default_encoder.py`` with the
     settings below); ``fine_tune=True`` fine-tunes them in the runner instead, recording the
-    per-epoch DeACL history (the paper's Fig. 2).
+    per-epoch DeACL history (the paper's Fig. 2). The multi-task weights ship too, made by
+    ``scripts/multitask_default_encoder.py`` (``ssl-robust finetune --config
+    configs/finetune.toml``, the same recipe with heads fitted on its own 512 images).
     """
     shapes_opts = {"size": 4000, "contrast": 0.35}
     shipped = DEFAULT_DEACL_WEIGHTS.is_file() and not fine_tune
+    multitask_shipped = DEFAULT_MULTITASK_WEIGHTS.is_file() and not fine_tune
     return BenchSpec(
         encoders=(
             EncoderSpecEntry(name="vit_tiny_shapes", registry="vit_tiny_shapes", pretrained=True),
@@ -576,6 +601,16 @@ def default_spec(out: str = "ssl_robust_results", *, fine_tune: bool = False) ->
                     batch_size=128,
                     config={"epochs": 6, "warmup_epochs": 1, "lr": 0.05},
                     checkpoint=str(DEFAULT_DEACL_WEIGHTS) if shipped else None,
+                ),
+            ),
+            EncoderSpecEntry(
+                name="vit_tiny_shapes_multitask",
+                defense=DefenseSpec(
+                    method="multitask",
+                    base="vit_tiny_shapes",
+                    dataset="shapes",
+                    checkpoint=str(DEFAULT_MULTITASK_WEIGHTS) if multitask_shipped else None,
+                    **DEFAULT_MULTITASK,  # type: ignore[arg-type]
                 ),
             ),
         ),
