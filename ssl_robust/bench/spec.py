@@ -210,7 +210,8 @@ def recipe_from_table(table: Mapping[str, Any], where: str = "finetune") -> Any:
     sub-tables ``deacl``, ``fare``, ``task_at``. Budgets may be fractions (``"4/255"``).
 
     Example:
-        >>> recipe_from_table({"method": "fare", "epochs": 2, "fare": {"eps": "2/255"}}).fare
+        >>> recipe_from_table({"method": "fare", "epochs": 2, "warmup_epochs": 1,
+        ...                    "fare": {"eps": "2/255"}}).fare
         {'eps': 0.00784313725490196}
     """
     from ..defenses import RobustConfig

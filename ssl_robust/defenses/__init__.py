@@ -13,16 +13,19 @@ from .combine import COMBINES, combine_losses
 from .config import DeACLConfig, RobustConfig
 from .deacl import DeACLTrainer
 from .objectives import FARE, DeACL, Objective, TaskAT, deacl_loss, fare_distance
+from .recipes import DEFENSE_METHODS, FinetuneSpec, make_trainer
 from .robust import OBJECTIVES, RobustTrainer
 from .schedule import warmup_cosine
 
 __all__ = [
     "COMBINES",
+    "DEFENSE_METHODS",
     "FARE",
     "OBJECTIVES",
     "DeACL",
     "DeACLConfig",
     "DeACLTrainer",
+    "FinetuneSpec",
     "Objective",
     "RobustConfig",
     "RobustTrainer",
@@ -31,6 +34,7 @@ __all__ = [
     "combine_losses",
     "deacl_loss",
     "fare_distance",
+    "make_trainer",
     "random_resized_crop_flip",
     "warmup_cosine",
 ]

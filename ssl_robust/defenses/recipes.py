@@ -181,7 +181,8 @@ def make_trainer(
     Example:
         >>> from ssl_robust.encoders import VisionTransformer
         >>> enc = VisionTransformer(img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2)
-        >>> trainer = make_trainer(FinetuneSpec(method="fare", loop={"epochs": 2}), enc)
+        >>> spec = FinetuneSpec(method="fare", loop={"epochs": 2, "warmup_epochs": 0})
+        >>> trainer = make_trainer(spec, enc)
         >>> [o.name for o in trainer.objectives]
         ['fare']
     """
