@@ -295,3 +295,11 @@ def test_tables_say_what_protects_what(tmp_path: Path) -> None:
         "depth (RMSE ↓), vit_multitask (multi-task): EmbedAttack ×0.97, DepthPGD ×0.50" in vs_deacl
     )
     assert "vit_deacl" not in vs_deacl
+
+
+def test_the_docs_multitask_snippet_runs() -> None:
+    text = DOCS.read_text().split("## Beyond DeACL: one loop, several objectives", 1)[1]
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict[str, Any] = {}
+    exec(compile(code, "robust_finetuning.md", "exec"), scope)
+    assert {"loss", "fare", "classification_adv", "segmentation_adv", "lr"} <= set(scope["stats"])
