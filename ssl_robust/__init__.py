@@ -8,7 +8,18 @@ budgets are on the same [0, 1] scale (eps=8/255). The benchmark runner lives in
 >>> from ssl_robust.attacks import PGD, EmbedAttack, SegPGD, DepthPGD
 """
 
-from . import adaptors, attacks, data, defenses, encoders, losses, metrics, runtime, tasks
+from . import (
+    adaptors,
+    attacks,
+    data,
+    defenses,
+    encoders,
+    losses,
+    metrics,
+    registry,
+    runtime,
+    tasks,
+)
 from ._checks import (
     SSLRobustRuntimeError,
     SSLRobustTypeError,
@@ -28,11 +39,20 @@ from .attacks import (
     SegPGD,
     strong_attack,
 )
-from .data import create_dataset, list_datasets
+from .data import create_dataset, list_datasets, register_dataset
 from .defenses import DeACLConfig, DeACLTrainer
-from .encoders import Encoder, EncoderOutput, VisionTransformer, create_encoder, list_encoders, wrap
+from .encoders import (
+    Encoder,
+    EncoderOutput,
+    VisionTransformer,
+    create_encoder,
+    list_encoders,
+    register_encoder,
+    wrap,
+)
 from .evaluation import EvalResult, evaluate
 from .metrics import Accuracy, DepthMetrics, MeanIoU
+from .tasks import TaskSpec, get_task, list_tasks, register_task
 
 __version__ = "0.1.0.dev0"
 
@@ -60,6 +80,7 @@ __all__ = [
     "SSLRobustValueError",
     "SegPGD",
     "TaskModel",
+    "TaskSpec",
     "VisionTransformer",
     "__version__",
     "adaptors",
@@ -71,11 +92,17 @@ __all__ = [
     "encoders",
     "evaluate",
     "fit",
+    "get_task",
     "input_checks_enabled",
     "list_datasets",
     "list_encoders",
+    "list_tasks",
     "losses",
     "metrics",
+    "register_dataset",
+    "register_encoder",
+    "register_task",
+    "registry",
     "runtime",
     "set_input_checks",
     "strong_attack",

@@ -15,7 +15,7 @@ from _helpers_deacl import deacl_toml
 
 import ssl_robust.defenses.recipes as recipes
 from ssl_robust import SSLRobustValueError, cli
-from ssl_robust.bench import DefenseSpec, EncoderSpecEntry, spec_from_dict
+from ssl_robust.bench import DeACLSpec, list_defenses, spec_from_dict
 from ssl_robust.bench.spec import HeadSpec
 from ssl_robust.cli import main
 from ssl_robust.defenses import FARE, DeACL, DeACLTrainer, RobustConfig, RobustTrainer, TaskAT
@@ -211,8 +211,7 @@ name = "tiny_{method}"
 {method_line}
 base = "tiny"
 dataset = "shapes"
-config = {{ epochs = 1, warmup_epochs = 0 }}
-{extra}
+config = {{ epochs = 1, warmup_epochs = 0{extra} }}
 [[datasets]]
 name = "shapes"
 dataset = "shapes"
@@ -223,7 +222,7 @@ image_size = 16
 
 @pytest.mark.parametrize("method", ["deacl", "fare", "multitask"])
 def test_bench_defense_entry(method: str) -> None:
-    extra = 'fare = { tokens = "patch", eps = "2/255" }' if method != "deacl" else ""
+    extra = ', fare = { tokens = "patch", eps = "2/255" }' if method != "deacl" else ""
     text = BENCH.format(
         method=method, table="defense", method_line=f'method = "{method}"', extra=extra
     )
@@ -231,32 +230,26 @@ def test_bench_defense_entry(method: str) -> None:
 
     spec = spec_from_dict(tomllib.loads(text))
     entry = spec.encoders[1]
-    assert entry.encoder_type == method and entry.defense is entry.deacl
-    recipe = entry.defense.recipe()  # type: ignore[union-attr]
+    assert entry.encoder_type == method and entry.deacl is not None
+    recipe = entry.deacl.recipe()
     assert recipe.method == method and recipe.loop == {"epochs": 1, "warmup_epochs": 0}
     if method != "deacl":
         assert recipe.fare == {"tokens": "patch", "eps": pytest.approx(2 / 255)}
 
 
-def test_old_deacl_table_still_accepted_and_mixing_refused() -> None:
+def test_old_deacl_table_still_accepted_and_bad_defense_options_refused() -> None:
     import tomllib
 
     old = BENCH.format(method="deacl", table="deacl", method_line="", extra="")
     entry = spec_from_dict(tomllib.loads(old)).encoders[1]
-    assert entry.encoder_type == "deacl" and entry.defense is not None
-    with pytest.raises(SSLRobustValueError, match=r"use \[encoders\.defense\] for method = 'fare'"):
-        spec_from_dict(
-            tomllib.loads(old.replace('base = "tiny"', 'method = "fare"\nbase = "tiny"'))
-        )
-    with pytest.raises(
-        SSLRobustValueError, match=r"defense.method must be one of 'deacl', 'fare', 'multitask'"
-    ):
-        DefenseSpec(base="a", dataset="b", method="trades")
-    with pytest.raises(SSLRobustValueError, match=r"unknown key 'gamma' in defense"):
-        DefenseSpec(base="a", dataset="b", method="fare", config={"gamma": 2.0})
-    d = DefenseSpec(base="a", dataset="b")
-    with pytest.raises(SSLRobustValueError, match="either defense or deacl"):
-        EncoderSpecEntry(name="x", defense=d, deacl=DefenseSpec(base="a", dataset="c"))
+    assert entry.encoder_type == "deacl" and entry.deacl is not None
+    with pytest.raises(SSLRobustValueError, match="unknown defense 'trades'"):
+        DeACLSpec(base="a", dataset="b", method="trades")
+    with pytest.raises(SSLRobustValueError, match=r"unknown key 'gamma' in fare.config"):
+        DeACLSpec(base="a", dataset="b", method="fare", config={"gamma": 2.0})
+    with pytest.raises(SSLRobustValueError, match=r"unknown key 'radius' in fare; valid"):
+        DeACLSpec(base="a", dataset="b", method="fare", config={"fare": {"radius": 1}})
+    assert {"deacl", "fare", "multitask"} <= set(list_defenses())
 
 
 def test_tables_say_what_protects_what(tmp_path: Path) -> None:

@@ -72,9 +72,9 @@ def test_fresh_short_multitask_finetune_moves_task_attack_metrics_up() -> None:
 @pytest.mark.skipif(not DEFAULT_MULTITASK_WEIGHTS.is_file(), reason="weights not built")
 def test_default_spec_loads_the_shipped_multitask_weights() -> None:
     entry = default_spec().encoders[2]
-    assert entry.encoder_type == "multitask" and entry.defense is not None
-    assert entry.defense.checkpoint == str(DEFAULT_MULTITASK_WEIGHTS)
-    assert default_spec(fine_tune=True).encoders[2].defense.checkpoint is None  # type: ignore[union-attr]
+    assert entry.encoder_type == "multitask" and entry.deacl is not None
+    assert entry.deacl.checkpoint == str(DEFAULT_MULTITASK_WEIGHTS)
+    assert default_spec(fine_tune=True).encoders[2].deacl.checkpoint is None  # type: ignore[union-attr]
     tuned = create_encoder("vit_tiny_shapes").eval()
     tuned.load_state_dict(torch.load(DEFAULT_MULTITASK_WEIGHTS, weights_only=True))  # strict
     base = create_encoder("vit_tiny_shapes", pretrained=True).eval()

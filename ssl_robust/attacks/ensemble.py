@@ -174,9 +174,6 @@ class Ensemble:
         return f"Ensemble(task={self.task!r}, [\n  {members}\n])"
 
 
-Task = Literal["classification", "segmentation", "depth", "embedding"]
-
-
 def _classification(model: Any, common: dict[str, Any], options: dict[str, Any]) -> list[Attack]:
     opts = {**common, "early_stop": True, **options}  # same result, less work
     return [
@@ -208,14 +205,32 @@ _PRESETS: dict[str, Callable[[Any, dict[str, Any], dict[str, Any]], list[Attack]
     "embedding": _embedding,
 }
 
-#: The tasks :func:`strong_attack` has a preset for.
+#: The tasks :func:`strong_attack` has a built-in preset for (registered tasks bring theirs:
+#: :attr:`ssl_robust.tasks.TaskSpec.make_strong_attack`).
 STRONG_TASKS = tuple(_PRESETS)
+
+
+def _registered(model: Any, task: str, options: dict[str, Any]) -> Ensemble:
+    """The strong attack of a registered task, through its TaskSpec (looked up late: the
+    tasks module builds on the attacks)."""
+    from ..tasks import get_task, list_tasks
+
+    if not isinstance(task, str) or task not in list_tasks():
+        valid = [*STRONG_TASKS, *(t for t in list_tasks() if t not in STRONG_TASKS)]
+        _checks.check_choice("task", task, valid)
+    spec = get_task(task)
+    info = options.pop("info", None)
+    if info is None:
+        head = getattr(_checks.inner_module(model), "adaptor", None)
+        info = spec.head_info(head if head is not None else model)
+    attack: Ensemble = spec.make_strong_attack(model, info, **options)
+    return attack
 
 
 def strong_attack(
     model: nn.Module | Callable[[Tensor], Any],
     *,
-    task: Task,
+    task: str,
     eps: float = 8 / 255,
     norm: Literal["linf", "l2"] = "linf",
     steps: int = 100,
@@ -240,7 +255,10 @@ def strong_attack(
 
     Args:
         model: the model under attack (logits, segmentation logits, depth, or an encoder).
-        task: one of ``"classification"``, ``"segmentation"``, ``"depth"``, ``"embedding"``.
+        task: one of ``"classification"``, ``"segmentation"``, ``"depth"``, ``"embedding"``,
+            or a registered task (:func:`ssl_robust.tasks.register_task`), whose
+            :attr:`~ssl_robust.tasks.TaskSpec.make_strong_attack` builds the ensemble (an
+            ``info=`` option gives it the dataset facts; default: the model's head's).
         eps: radius of the threat model on the [0, 1] scale.
         norm: ``"linf"`` or ``"l2"``.
         steps: steps per member (and per target class for APGD-T).
@@ -260,6 +278,8 @@ def strong_attack(
         >>> attack.run(images, labels).success.shape
         torch.Size([4])
     """
-    task = _checks.check_choice("task", task, STRONG_TASKS)  # type: ignore[assignment]
+    if task not in STRONG_TASKS:
+        more = {"eps": eps, "norm": norm, "steps": steps, "generator": generator, **options}
+        return _registered(model, task, more)
     common = {"eps": eps, "norm": norm, "steps": steps, "generator": generator, "schedule": "apgd"}
     return Ensemble(_PRESETS[task](model, common, options))

@@ -129,7 +129,7 @@ def _teacher_heads(
     from .data import dataset_info
     from .heads import trained_model
 
-    assert entry.defense is not None
+    assert entry.deacl is not None
     info = dataset_info(open_dataset(ds, ds.train_split, subset=1, seed=ctx.spec.seed))
     missing = [t for t in tasks if t not in info.tasks]
     if missing:
@@ -139,7 +139,7 @@ def _teacher_heads(
         )
     heads: dict[str, nn.Module] = {}
     for task in tasks:
-        model = trained_model(ctx, entry.defense.base, base, ds, get_task(task).name, info)
+        model = trained_model(ctx, entry.deacl.base, base, ds, get_task(task).name, info)
         inner: Any = getattr(model, "model", model)  # a SlidingWindow wraps the TaskModel
         heads[task] = copy.deepcopy(inner.adaptor)
     return heads
@@ -150,18 +150,19 @@ def defended_encoder(
 ) -> Encoder:
     """The robust fine-tuned version of ``base`` (trained once, then loaded from ``out``).
 
-    The method of ``entry.defense`` picks the recipe (:data:`~ssl_robust.defenses.recipes.
-    DEFENSE_METHODS`): ``deacl``, ``fare`` or ``multitask`` (whose TaskAT heads are the base
-    encoder's heads, fitted on it exactly as for its evaluation). The evaluation of the result
-    always fits fresh heads on it. Under torch.distributed the student is trained with
-    DistributedDataParallel and a DistributedSampler; each rank takes ``batch_size /
-    world_size`` images, so the global batch is the configured one.
+    The method of ``entry.deacl`` (the ``[encoders.defense]`` table) picks the recipe
+    (:data:`~ssl_robust.defenses.DEFENSE_METHODS`): ``deacl``, ``fare`` or ``multitask``
+    (whose TaskAT heads are the base encoder's heads, fitted on it exactly as for its
+    evaluation). The evaluation of the result always fits fresh heads on it. Under
+    torch.distributed the student is trained with DistributedDataParallel and a
+    DistributedSampler; each rank takes ``batch_size / world_size`` images, so the global
+    batch is the configured one.
     """
     from ..defenses.recipes import make_trainer
 
-    if entry.defense is None:
+    if entry.deacl is None:
         raise _checks.SSLRobustValueError(f"encoder {entry.name!r} has no defense settings")
-    d = entry.defense
+    d = entry.deacl
     exported = ctx.store.out / "encoders" / f"{entry.name}.pt"
     student = copy.deepcopy(base).cpu().requires_grad_(True)
     if d.checkpoint is not None:

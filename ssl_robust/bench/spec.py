@@ -19,19 +19,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import _checks
-from ..tasks import TASKS
+from ..registry import import_plugin
+from ..tasks import check_task_name
+from .suites import get_defense, list_suites
 
 __all__ = [
     "DEFAULT_DEACL_WEIGHTS",
     "DEFAULT_MULTITASK",
     "DEFAULT_MULTITASK_WEIGHTS",
-    "DEFENSE_METHODS",
+    "RECIPE_METHODS",
     "SUITES",
     "AttackSpec",
     "BenchSpec",
     "DatasetSpec",
     "DeACLSpec",
-    "DefenseSpec",
     "EncoderSpecEntry",
     "EvalSpec",
     "HeadSpec",
@@ -129,68 +130,62 @@ class HeadSpec:
             _checks.check_positive_float("heads.weight_decay", self.weight_decay, allow_zero=True)
 
 
-#: Robust fine-tuning methods of ``[encoders.defense]`` (builders: ``defenses.DEFENSE_METHODS``).
-DEFENSE_METHODS: tuple[str, ...] = ("deacl", "fare", "multitask")
-
-
 @dataclass(frozen=True)
-class DefenseSpec:
-    """Robust fine-tuning of another encoder entry (``[encoders.defense]``; the older
-    ``[encoders.deacl]`` table is the same with ``method = "deacl"``).
+class DeACLSpec:
+    """Robust fine-tuning of another encoder entry: DeACL (paper §3.3) or any registered
+    defense (``[encoders.defense]``; ``[encoders.deacl]`` is the same table with
+    ``method = "deacl"``).
 
     Attributes:
-        base: name of the encoder entry to fine-tune (the frozen teacher).
-        dataset: name of the dataset entry whose train split is used (for ``multitask`` it
-            must carry the targets of ``tasks``).
-        method: ``"deacl"`` (paper §3.3), ``"fare"`` (FARE alone) or ``"multitask"`` (an
-            anchor plus task-aware adversarial training on the base entry's heads).
+        base: name of the encoder entry to fine-tune.
+        dataset: name of the dataset entry whose train split is used.
         train_size: training images (seeded subset).
-        batch_size: batch size (the global batch under torchrun).
-        config: for ``deacl``, overrides of :class:`~ssl_robust.defenses.DeACLConfig` (e.g.
-            epochs, lr); otherwise of :class:`~ssl_robust.defenses.RobustConfig`.
+        batch_size: batch size.
+        config: the method's options. ``deacl``: :class:`~ssl_robust.defenses.DeACLConfig`
+            fields (e.g. epochs, lr). ``fare`` / ``multitask``: the keys of the ``[finetune]``
+            table of ``ssl-robust finetune`` (:func:`recipe_from_table`): the loop's
+            :class:`~ssl_robust.defenses.RobustConfig` fields, ``combine``, ``anchor``,
+            ``tasks`` and the ``fare``, ``task_at``, ``deacl`` sub-tables. ``multitask``
+            trains against the base entry's own heads (fitted on it, as for its evaluation),
+            so ``dataset`` must carry the targets of ``tasks``.
         checkpoint: use an existing checkpoint or exported student weights instead of
             training (then ``base`` gives the architecture).
-        combine: ``"avg"``, ``"max"`` or ``"random"`` (``multitask``).
-        anchor: the ``multitask`` anchor, ``"fare"`` or ``"deacl"``.
-        tasks: the ``multitask`` heads (fitted on the base encoder, as for its evaluation).
-        fare: :class:`~ssl_robust.defenses.FARE` fields (``fare``, and the ``fare`` anchor).
-        task_at: :class:`~ssl_robust.defenses.TaskAT` fields (``multitask``).
-        deacl: :class:`~ssl_robust.defenses.DeACL` fields of a ``deacl`` anchor.
+        method: the defense (:func:`~ssl_robust.bench.register_defense`): ``"deacl"`` (the
+            default), ``"fare"``, ``"multitask"`` or a registered one.
     """
 
     base: str
     dataset: str
-    method: str = "deacl"
     train_size: int | None = None
     batch_size: int = 128
     config: Mapping[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None
-    combine: str = "avg"
-    anchor: str = "fare"
-    tasks: tuple[str, ...] = ("classification", "segmentation", "depth")
-    fare: Mapping[str, Any] = field(default_factory=dict)
-    task_at: Mapping[str, Any] = field(default_factory=dict)
-    deacl: Mapping[str, Any] = field(default_factory=dict)
+    method: str = "deacl"
 
     def __post_init__(self) -> None:
-        _checks.check_choice("defense.method", self.method, DEFENSE_METHODS)
+        get_defense(self.method)
         _checks.check_int(f"{self.method}.batch_size", self.batch_size, minimum=1)
         if self.train_size is not None:
             _checks.check_int(f"{self.method}.train_size", self.train_size, minimum=1)
-        if isinstance(self.tasks, list):
-            object.__setattr__(self, "tasks", tuple(self.tasks))
-        self.recipe()  # every setting checked now
+        if self.method in RECIPE_METHODS:
+            self.recipe()  # every setting checked now
 
     def recipe(self) -> Any:
-        """The :class:`~ssl_robust.defenses.FinetuneSpec` of this entry (budgets parsed)."""
-        table: dict[str, Any] = dict(self.config) if isinstance(self.config, Mapping) else {}
+        """The :class:`~ssl_robust.defenses.FinetuneSpec` of a built-in method (``deacl``,
+        ``fare``, ``multitask``), budgets parsed."""
         if not isinstance(self.config, Mapping):
-            raise _checks.SSLRobustTypeError(f"defense.config must be a table; got {self.config!r}")
-        table.update(
-            method=self.method, combine=self.combine, anchor=self.anchor, tasks=self.tasks,
-            fare=self.fare, task_at=self.task_at, deacl=self.deacl,
-        )  # fmt: skip
-        return recipe_from_table(table, "defense")
+            raise _checks.SSLRobustTypeError(
+                f"{self.method}.config must be a table; got {self.config!r}"
+            )
+        if "method" in self.config:
+            raise _checks.SSLRobustValueError(
+                f"{self.method}.config has no 'method' key: the method is the table's"
+            )
+        return recipe_from_table({**self.config, "method": self.method}, f"{self.method}.config")
+
+
+#: The defenses whose options :func:`recipe_from_table` reads (built into the library).
+RECIPE_METHODS: tuple[str, ...] = ("deacl", "fare", "multitask")
 
 
 def _budget_table(table: object, where: str) -> dict[str, Any]:
@@ -246,23 +241,20 @@ def recipe_from_table(table: Mapping[str, Any], where: str = "finetune") -> Any:
     )
 
 
-#: The older name of :class:`DefenseSpec` (``[encoders.deacl]``, ``method = "deacl"``).
-DeACLSpec = DefenseSpec
-
-
 @dataclass(frozen=True)
 class EncoderSpecEntry:
     """One encoder of the benchmark.
 
     Attributes:
         name: the key in results (unique).
-        registry: :func:`~ssl_robust.encoders.create_encoder` name (for fine-tuned entries:
-            taken from the base entry when empty).
+        registry: :func:`~ssl_robust.encoders.create_encoder` name (for DeACL entries: taken
+            from the base entry when empty).
         weights: checkpoint path (``create_encoder(weights=)``).
         pretrained: fetch / load the registry's pretrained weights.
-        defense: robust fine-tuning of another entry (makes this a "deacl", "fare" or
-            "multitask" encoder).
-        deacl: the older name of ``defense`` (either may be given; both name the same spec).
+        deacl: fine-tune another entry (DeACL, or ``deacl.method``): the encoder type
+            becomes the method's name (``"deacl"``).
+        defense: the same table under its general name (``[encoders.defense]``); stored
+            in ``deacl``.
         options: extra ``create_encoder`` keywords (e.g. ``layer``, ``norm``).
     """
 
@@ -270,23 +262,24 @@ class EncoderSpecEntry:
     registry: str = ""
     weights: str | None = None
     pretrained: bool = False
-    deacl: DefenseSpec | None = None
+    deacl: DeACLSpec | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
-    defense: DefenseSpec | None = None
+    defense: DeACLSpec | None = None
 
     def __post_init__(self) -> None:
-        if self.defense is not None and self.deacl is not None and self.defense != self.deacl:
-            raise _checks.SSLRobustValueError(
-                f"encoder {self.name!r}: give either defense or deacl (its older name), not both"
-            )
-        spec = self.defense if self.defense is not None else self.deacl
-        object.__setattr__(self, "defense", spec)
-        object.__setattr__(self, "deacl", spec)
+        if self.defense is not None:
+            if self.deacl is not None:
+                raise _checks.SSLRobustValueError(
+                    f"encoder {self.name!r}: give [encoders.defense] or its older name "
+                    "[encoders.deacl], not both"
+                )
+            object.__setattr__(self, "deacl", self.defense)
+            object.__setattr__(self, "defense", None)
 
     @property
     def encoder_type(self) -> str:
-        """``"standard"``, or the defense method (``"deacl"``, ``"fare"``, ``"multitask"``)."""
-        return "standard" if self.defense is None else self.defense.method
+        """``"standard"``, or the defense's name (``"deacl"``)."""
+        return self.deacl.method if self.deacl is not None else "standard"
 
 
 @dataclass(frozen=True)
@@ -333,7 +326,7 @@ class DatasetSpec:
                     f"{self.image_size}; got {self.window}"
                 )
         for task in self.tasks:
-            _checks.check_choice(f"datasets[{self.name!r}].tasks", task, TASKS)
+            check_task_name(f"datasets[{self.name!r}].tasks", task)
         _checks.check_int("image_size", self.image_size, minimum=8)
 
 
@@ -371,6 +364,8 @@ class BenchSpec:
             each rank takes the GPU of its ``LOCAL_RANK``).
         seed: seed of head training and attacks.
         threads: CPU threads for torch (None keeps torch's default).
+        plugins: modules imported before the config is checked (uninstalled code that
+            registers tasks, encoders, datasets, suites or defenses).
     """
 
     encoders: tuple[EncoderSpecEntry, ...]
@@ -382,8 +377,10 @@ class BenchSpec:
     device: str = "cpu"
     seed: int = 0
     threads: int | None = None
+    plugins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "plugins", tuple(self.plugins))
         if not self.encoders or not any(d.tasks for d in self.datasets):
             raise _checks.SSLRobustValueError(
                 "a benchmark needs at least one encoder and one dataset with tasks"
@@ -399,20 +396,18 @@ class BenchSpec:
             if e.deacl is not None:
                 if e.deacl.base not in enc_names or e.deacl.base == e.name:
                     raise _checks.SSLRobustValueError(
-                        f"encoder {e.name!r}: {e.deacl.method}.base must name another encoder "
-                        "entry; got "
+                        f"encoder {e.name!r}: deacl.base must name another encoder entry; got "
                         f"{e.deacl.base!r} (entries: {sorted(enc_names)})"
                     )
                 if e.deacl.dataset not in data_names:
                     raise _checks.SSLRobustValueError(
-                        f"encoder {e.name!r}: {e.deacl.method}.dataset must name a dataset "
-                        "entry; got "
+                        f"encoder {e.name!r}: deacl.dataset must name a dataset entry; got "
                         f"{e.deacl.dataset!r} (entries: {sorted(data_names)})"
                     )
             elif not e.registry:
                 raise _checks.SSLRobustValueError(f"encoder {e.name!r} needs registry=")
         for task in self.heads:
-            _checks.check_choice("heads", task, TASKS)
+            check_task_name("heads", task)
         if not isinstance(self.device, str) or not _DEVICE.match(self.device):
             raise _checks.SSLRobustValueError(
                 f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps'; got {self.device!r}"
@@ -425,8 +420,13 @@ class BenchSpec:
     def fingerprint(self) -> str:
         """Hash of everything that changes results (not ``out``/``device``/``threads``)."""
         d = self.to_dict()
-        for key in ("out", "device", "threads"):
+        for key in ("out", "device", "threads", "plugins"):
             d.pop(key, None)
+        for e in d["encoders"]:  # keys added later, at their defaults: the same hash as before
+            if e.get("defense") is None:
+                e.pop("defense", None)
+            if isinstance(e.get("deacl"), dict) and e["deacl"].get("method") == "deacl":
+                e["deacl"].pop("method")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -448,7 +448,7 @@ def _build(cls: type[T], data: object, where: str, **nested: Any) -> T:
         )
     kwargs = dict(data)
     kwargs.update({k: v for k, v in nested.items() if k in kwargs})
-    for key in ("tasks", "curve_eps"):
+    for key in ("tasks", "curve_eps", "plugins"):
         if key in kwargs and isinstance(kwargs[key], list):
             kwargs[key] = tuple(kwargs[key])
     try:
@@ -461,21 +461,24 @@ def spec_from_dict(data: Mapping[str, Any]) -> BenchSpec:
     """Build a :class:`BenchSpec` from parsed TOML (or JSON) data."""
     if not isinstance(data, Mapping):
         raise _checks.SSLRobustTypeError("a benchmark config must be a table of keys")
+    plugins = data.get("plugins", [])
+    if not isinstance(plugins, (list, tuple)) or not all(isinstance(p, str) for p in plugins):
+        raise _checks.SSLRobustTypeError(
+            f"plugins must be a list of module names; got {plugins!r}"
+        )
+    for module in plugins:  # imported first: they register tasks, datasets, suites, ...
+        import_plugin(module)
     encoders = []
     for i, raw in enumerate(data.get("encoders", [])):
-        tables: dict[str, Any] = {}
-        for key in ("deacl", "defense"):
-            if isinstance(raw, Mapping) and raw.get(key) is not None:
-                table = dict(raw[key])
-                if key == "deacl":
-                    table.setdefault("method", "deacl")
-                    if table["method"] != "deacl":
-                        raise _checks.SSLRobustValueError(
-                            f"encoders[{i}].deacl is a DeACL table; use [encoders.defense] for "
-                            f"method = {table['method']!r}"
-                        )
-                tables[key] = _build(DefenseSpec, table, f"encoders[{i}].{key}")
-        encoders.append(_build(EncoderSpecEntry, raw, f"encoders[{i}]", **tables))
+        deacl = None
+        defense = None
+        if isinstance(raw, Mapping) and raw.get("deacl") is not None:
+            deacl = _build(DeACLSpec, raw["deacl"], f"encoders[{i}].deacl")
+        if isinstance(raw, Mapping) and raw.get("defense") is not None:
+            defense = _build(DeACLSpec, raw["defense"], f"encoders[{i}].defense")
+        encoders.append(
+            _build(EncoderSpecEntry, raw, f"encoders[{i}]", deacl=deacl, defense=defense)
+        )
     datasets = [
         _build(DatasetSpec, raw, f"datasets[{i}]") for i, raw in enumerate(data.get("datasets", []))
     ]
@@ -514,12 +517,13 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise _checks.SSLRobustValueError(f"{path} is not valid TOML: {exc}") from None
 
 
-#: The attack suites a benchmark can run.
+#: The built-in attack suites (every registered one: ``list_suites()``).
 SUITES: tuple[str, ...] = ("paper", "strong")
 
 
 def parse_suite(value: object) -> tuple[str, ...]:
-    """Check an attack suite: ``"paper"``, ``"paper,strong"`` or a list of those names.
+    """Check an attack suite: ``"paper"``, ``"paper,strong"`` or a list of those names
+    (``"paper"`` and any registered suite, :func:`~ssl_robust.bench.register_suite`).
 
     Example:
         >>> parse_suite("paper,strong")
@@ -527,23 +531,27 @@ def parse_suite(value: object) -> tuple[str, ...]:
         >>> parse_suite(["paper"])
         ('paper',)
     """
+    valid = ("paper", *list_suites())
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
         raise _checks.SSLRobustTypeError(
-            f"attack.suite must be a list of names from {list(SUITES)}; got {value!r}"
+            f"attack.suite must be a list of names from {list(valid)}; got {value!r}"
         )
     names = tuple(v.strip() for v in items)
-    unknown = [v for v in names if v not in SUITES]
+    unknown = [v for v in names if v not in valid]
     if unknown:
+        from ..registry import plugin_note
+
         raise _checks.SSLRobustValueError(
-            f"attack.suite: unknown suite {unknown[0]!r}; valid suites are: {', '.join(SUITES)}"
+            f"attack.suite: unknown suite {unknown[0]!r}; valid suites are: "
+            f"{', '.join(valid)}{plugin_note()}"
         )
     if "paper" not in names or len(set(names)) != len(names):
         raise _checks.SSLRobustValueError(
             f"attack.suite must contain 'paper' (the tables' columns) once, optionally with "
-            f"'strong'; got {list(names)}"
+            f"{', '.join(repr(v) for v in valid[1:])}; got {list(names)}"
         )
-    return tuple(s for s in SUITES if s in names)
+    return tuple(s for s in valid if s in names)
 
 
 def load_spec(path: str | Path) -> BenchSpec:
@@ -553,6 +561,8 @@ def load_spec(path: str | Path) -> BenchSpec:
 
 #: DeACL fine-tuned weights of the bundled encoder (scripts/deacl_default_encoder.py).
 DEFAULT_DEACL_WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "vit_tiny_shapes_deacl.pt"
+
+
 #: Multi-task fine-tuned weights of the bundled encoder (scripts/multitask_default_encoder.py,
 #: i.e. ``ssl-robust finetune --config configs/finetune.toml``).
 DEFAULT_MULTITASK_WEIGHTS = (
@@ -563,13 +573,15 @@ DEFAULT_MULTITASK_WEIGHTS = (
 #: FARE on the CLS and patch tokens as the anchor (weighted 0.05: its squared distances are
 #: ~50 on this encoder) plus PGD / SegPGD / DepthPGD at 8/255 against heads fitted on the
 #: teacher, 3 epochs on 512 shapes scenes.
-DEFAULT_MULTITASK = {
+DEFAULT_MULTITASK: dict[str, Any] = {
     "train_size": 512,
     "batch_size": 128,
-    "config": {"epochs": 3, "warmup_epochs": 1, "lr": 0.05, "augment": False},
-    "fare": {"tokens": "cls+patch", "eps": 4 / 255, "step_size": 1 / 255, "steps": 3,
-             "weight": 0.05},
-    "task_at": {"eps": 8 / 255, "step_size": 3 / 255, "steps": 3},
+    "config": {
+        "epochs": 3, "warmup_epochs": 1, "lr": 0.05, "augment": False,
+        "fare": {"tokens": "cls+patch", "eps": 4 / 255, "step_size": 1 / 255, "steps": 3,
+                 "weight": 0.05},
+        "task_at": {"eps": 8 / 255, "step_size": 3 / 255, "steps": 3},
+    },
 }  # fmt: skip
 
 
@@ -606,12 +618,12 @@ def default_spec(out: str = "ssl_robust_results", *, fine_tune: bool = False) ->
             ),
             EncoderSpecEntry(
                 name="vit_tiny_shapes_multitask",
-                defense=DefenseSpec(
+                defense=DeACLSpec(
                     method="multitask",
                     base="vit_tiny_shapes",
                     dataset="shapes",
                     checkpoint=str(DEFAULT_MULTITASK_WEIGHTS) if multitask_shipped else None,
-                    **DEFAULT_MULTITASK,  # type: ignore[arg-type]
+                    **DEFAULT_MULTITASK,
                 ),
             ),
         ),

@@ -633,6 +633,11 @@ class TaskAT(Objective):
         self.weight = _checks.check_positive_float("weight", weight)
         self.task_attacks: dict[str, Attack] = {}
         self._views: dict[str, bool] = {}
+        #: The dataset facts each head carries (classes, ignore index, depth range).
+        self.infos = {
+            task: _with_ignore_index(self.specs[task].head_info(head), self.ignore_index)
+            for task, head in self.heads.items()
+        }
         for head in self.heads.values():
             head.eval()
             if not train_heads:
@@ -690,12 +695,9 @@ class TaskAT(Objective):
                         f"attacks[{task!r}] must build an Attack; got {type(attack).__name__}"
                     )
             else:
-                info = spec.head_info(head)
-                if spec.name == "segmentation":
-                    info = _with_ignore_index(info, self.ignore_index)
                 attack = spec.make_attack(
-                    model, info, eps=self.eps, step_size=self.step_size, steps=self.steps,
-                    generator=generator,
+                    model, self.infos[task], eps=self.eps, step_size=self.step_size,
+                    steps=self.steps, generator=generator,
                 )  # fmt: skip
             self.task_attacks[task] = attack
 
@@ -724,12 +726,8 @@ class TaskAT(Objective):
         return self.heads[task](out, hw)  # type: ignore[no-any-return]
 
     def _per_sample(self, task: str, out: Tensor, target: Tensor) -> Tensor:
-        spec, head = self.specs[task], self.heads[task]
-        rows = [
-            spec.loss(out[i : i + 1], target[i : i + 1], head, self.ignore_index)
-            for i in range(out.shape[0])
-        ]
-        return torch.stack(rows).float()
+        """The task's per-sample loss (:attr:`~ssl_robust.tasks.TaskSpec.loss`), (B,)."""
+        return self.specs[task].loss(out, target, self.infos[task]).float()
 
     def terms(
         self,
