@@ -84,3 +84,18 @@ def test_default_spec_loads_the_shipped_multitask_weights() -> None:
     with torch.no_grad():
         cos = torch.cosine_similarity(tuned(x).cls, base(x).cls, dim=1).mean()
     assert 0.3 < float(cos) < 0.9999  # moved, yet related to the teacher
+
+
+def test_the_multitask_example_runs_and_prints_before_and_after() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "multitask_finetune.py"
+    out = subprocess.run([sys.executable, str(script), "--epochs", "1"], capture_output=True,
+                         text=True, check=True, timeout=600).stdout  # fmt: skip
+    rows = {" ".join(ln.split()[:-2]): ln.split()[-2:] for ln in out.splitlines()
+            if ln.startswith(("clas ", "segm "))}  # fmt: skip
+    assert set(rows) == {"clas clean accuracy", "clas PGD accuracy", "segm clean mIoU",
+                         "segm SegPGD mIoU"}  # fmt: skip
+    assert "epoch 1:" in out and "fresh heads" in out
