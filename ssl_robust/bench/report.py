@@ -145,7 +145,7 @@ def _versus(
     those of the ``against`` encoder type on the same dataset (counts go into ``summary``)."""
     lines: list[str] = []
     base_rows = {(r["dataset"], r["task"]): r for r in rows if r["encoder_type"] == against}
-    for row in sorted(rows, key=lambda r: (r["dataset"], TASKS.index(r["task"]), _sort_key(r))):
+    for row in sorted(rows, key=lambda r: (r["dataset"], table_number(r["task"]), _sort_key(r))):
         base = base_rows.get((row["dataset"], row["task"]))
         if row["encoder_type"] in ("standard", against) or base is None:
             continue
