@@ -296,3 +296,50 @@ def test_the_docs_multitask_snippet_runs() -> None:
     scope: dict[str, Any] = {}
     exec(compile(code, "robust_finetuning.md", "exec"), scope)
     assert {"loss", "fare", "classification_adv", "segmentation_adv", "lr"} <= set(scope["stats"])
+
+
+def test_bench_fine_tunes_a_multitask_entry_against_the_base_heads(tmp_path: Path) -> None:
+    from ssl_robust.bench import (
+        AttackSpec,
+        BenchSpec,
+        DatasetSpec,
+        EncoderSpecEntry,
+        EvalSpec,
+        HeadSpec,
+        run_benchmark,
+    )
+
+    tasks = ("classification", "segmentation", "depth")
+    multitask = DeACLSpec(
+        base="tiny", dataset="shapes", method="multitask", train_size=8, batch_size=8,
+        config={"epochs": 1, "warmup_epochs": 0, "augment": False, "fare": {"steps": 1},
+                "task_at": {"steps": 1}},
+    )  # fmt: skip
+    spec = BenchSpec(
+        encoders=(
+            EncoderSpecEntry(name="tiny", registry="vit_test"),
+            EncoderSpecEntry(name="tiny_mt", defense=multitask),
+        ),
+        datasets=(
+            DatasetSpec(
+                name="shapes", dataset="shapes", tasks=tasks, image_size=16, options={"size": 32}
+            ),
+        ),
+        attack=AttackSpec(steps=1, curve_eps=(), suite=("paper",)),
+        heads={
+            t: HeadSpec(
+                epochs=1, train_size=16, batch_size=8, options={"bins": 8} if t == "depth" else {}
+            )
+            for t in tasks
+        },
+        eval=EvalSpec(subset=4, batch_size=4, gallery=0),
+        threads=1,
+    )
+    results = run_benchmark(spec, out=tmp_path, progress=False, render=False)
+    types = {(r["encoder"], r["encoder_type"]) for r in results["rows"]}
+    assert types == {("tiny", "standard"), ("tiny_mt", "multitask")}
+    assert (tmp_path / "multitask" / "tiny_mt" / "robust_checkpoint.pt").is_file()
+    assert (tmp_path / "heads" / "tiny_mt__shapes__depth.pt").is_file()  # fresh heads
+    tuned = torch.load(tmp_path / "encoders" / "tiny_mt.pt", weights_only=True)
+    base = create_encoder("vit_test").state_dict()
+    assert any(not torch.equal(tuned[k], base[k]) for k in base)
