@@ -473,3 +473,13 @@ def test_two_ranks_equal_one_rank_within_float_tolerance(tmp_path: Path) -> None
         if key.startswith("student.") and not torch.equal(value, start[key[8:]]):
             moved += 1
     assert moved > 0  # it trained
+
+
+def test_bf16_multitask_step() -> None:
+    hs = heads()
+    trainer = _trainer(
+        [FARE(tokens="cls+patch", steps=1), TaskAT(heads=hs, steps=1)],
+        config=RobustConfig(amp="bf16", augment=False),
+    )
+    stats = trainer.training_step(batch(2, seed=14))
+    assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())

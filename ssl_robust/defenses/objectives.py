@@ -723,6 +723,8 @@ class TaskAT(Objective):
 
     def _head_out(self, task: str, feats: Features, hw: tuple[int, int]) -> Tensor:
         out = feats.raw if self._views.get(task) else feats.out
+        if isinstance(out, EncoderOutput) and out.cls.dtype.itemsize < 4:  # bf16 autocast
+            out = EncoderOutput(cls=out.cls.float(), patches=out.patches.float(), grid=out.grid)
         return self.heads[task](out, hw)  # type: ignore[no-any-return]
 
     def _per_sample(self, task: str, out: Tensor, target: Tensor) -> Tensor:
