@@ -12,10 +12,11 @@ from .augment import augment_with_targets, random_resized_crop_flip
 from .combine import COMBINES, combine_losses
 from .config import DeACLConfig, RobustConfig
 from .deacl import DeACLTrainer
-from .objectives import FARE, DeACL, Objective, TaskAT, deacl_loss, fare_distance
+from .objectives import FARE, DeACL, Objective, deacl_loss, fare_distance
 from .recipes import DEFENSE_METHODS, FinetuneSpec, make_trainer
 from .robust import OBJECTIVES, RobustTrainer
 from .schedule import warmup_cosine
+from .task_at import TaskAT
 
 __all__ = [
     "COMBINES",

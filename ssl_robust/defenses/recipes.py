@@ -23,8 +23,9 @@ from torch import nn
 from .. import _checks
 from .combine import COMBINES
 from .config import DeACLConfig, RobustConfig
-from .objectives import FARE, DeACL, TaskAT
+from .objectives import FARE, DeACL
 from .robust import RobustTrainer
+from .task_at import TaskAT
 
 __all__ = ["DEFENSE_METHODS", "FinetuneSpec", "make_trainer"]
 

@@ -22,8 +22,9 @@ from . import _loop
 from .augment import augment_with_targets, random_resized_crop_flip
 from .combine import COMBINES, Combine, combine_losses, pick_random
 from .config import RobustConfig
-from .objectives import FARE, DeACL, Features, Objective, StepInputs, TaskAT, Terms, embedding_part
+from .objectives import FARE, DeACL, Features, Objective, StepInputs, Terms, embedding_part
 from .schedule import warmup_cosine
+from .task_at import TaskAT
 
 __all__ = ["OBJECTIVES", "RobustTrainer"]
 
