@@ -54,7 +54,12 @@ OPTIONAL_ROW_FIELDS: tuple[str, ...] = ("strong_attack",)
 _ID_FIELDS: tuple[str, ...] = ("task", "dataset", "encoder", "encoder_type")
 CURVE_FIELDS: tuple[str, ...] = (*_ID_FIELDS, "metric", "attack", "eps", "values")
 GALLERY_FIELDS: tuple[str, ...] = (*_ID_FIELDS, "file")
-_ENCODER_TYPES: dict[str, str] = {"standard": "Standard", "deacl": "DeACL"}
+_ENCODER_TYPES: dict[str, str] = {
+    "standard": "Standard",
+    "deacl": "DeACL",
+    "fare": "FARE",
+    "multitask": "multi-task",
+}
 
 
 def suite_columns() -> list[str]:

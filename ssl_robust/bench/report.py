@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 _MISSING = "–"
-_TYPE_ORDER = {"standard": 0, "deacl": 1}
+_TYPE_ORDER = {"standard": 0, "deacl": 1, "fare": 2, "multitask": 3}
 
 
 def _number(value: object) -> float | None:
@@ -119,6 +119,85 @@ def _task_table(task: str, rows: list[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+_ATTACK_KEYS = (
+    ("EmbedAttack", "embed_attack"),
+    ("task", "task_attack"),
+    ("strong", "strong_attack"),
+)
+
+
+def _gain(task: str, value: object, base: object) -> tuple[str, bool] | None:
+    """Text of a defended value against the standard one, and whether it protects."""
+    v, b = _number(value), _number(base)
+    if v is None or b is None or not (math.isfinite(v) and math.isfinite(b)):
+        return None
+    if task_info(task).higher_is_better:
+        return f"{v - b:+.2f}", v - b >= 0.02
+    if b <= 0:
+        return None
+    return f"×{v / b:.2f}", v / b <= 0.95
+
+
+def _versus(
+    rows: list[Mapping[str, Any]], against: str, summary: dict[str, dict[str, list[int]]]
+) -> list[str]:
+    """One line per encoder (neither standard nor ``against``) and task: its metrics against
+    those of the ``against`` encoder type on the same dataset (counts go into ``summary``)."""
+    lines: list[str] = []
+    base_rows = {(r["dataset"], r["task"]): r for r in rows if r["encoder_type"] == against}
+    for row in sorted(rows, key=lambda r: (r["dataset"], table_number(r["task"]), _sort_key(r))):
+        base = base_rows.get((row["dataset"], row["task"]))
+        if row["encoder_type"] in ("standard", against) or base is None:
+            continue
+        info = task_info(row["task"])
+        parts = []
+        for name, key in _ATTACK_KEYS:
+            gain = _gain(row["task"], row.get(key), base.get(key))
+            if gain is None:
+                continue
+            label = info.attack_label if name == "task" else name
+            parts.append(f"{label} {gain[0]}")
+            counts = summary.setdefault(encoder_type_label(row["encoder_type"]), {})
+            counts.setdefault(name, [0, 0])
+            counts[name][0] += int(gain[1])
+            counts[name][1] += 1
+        clean = _gain(row["task"], row.get("clean"), base.get("clean"))
+        if clean is not None:
+            parts.append(f"clean {clean[0]}")
+        who = f"{row['dataset']} / {row['task']} ({info.metric_text} {info.arrow}), "
+        who += f"{row['encoder']} ({encoder_type_label(row['encoder_type'])})"
+        lines.append(f"- {_md(who)}: " + ", ".join(parts))
+    return lines
+
+
+def _protection(rows: list[Mapping[str, Any]]) -> list[str]:
+    """The "What protects what" section: every defended encoder against the standard one
+    (with a summary), then every other defense against DeACL (the paper's defense)."""
+    summary: dict[str, dict[str, list[int]]] = {}
+    lines = _versus(rows, "standard", summary)
+    if not lines:
+        return []
+    vs_deacl = _versus(rows, "deacl", {})
+    what = {"EmbedAttack": "EmbedAttack", "task": "the task attacks", "strong": "strong_attack"}
+    sentences = []
+    for etype, counts in summary.items():
+        said = ", ".join(f"{what[k]} on {c[0]} of {c[1]} tasks" for k, c in counts.items())
+        sentences.append(f"{etype} protects against {said}")
+    return [
+        "## What protects what",
+        "",
+        "Each defended encoder against the standard encoder of the same dataset, per attack "
+        "(accuracy and mIoU: difference, higher is better; RMSE: ratio, lower is better). "
+        "An attack counts as protected against when the metric improves by at least 0.02 "
+        "(or the RMSE falls by 5 %): " + "; ".join(sentences) + ". Evaluation heads are "
+        "fitted fresh on every encoder, so a gain comes from the encoder's features.",
+        "",
+        *lines,
+        "",
+        *(["Against DeACL (same conventions):", "", *vs_deacl, ""] if vs_deacl else []),
+    ]
+
+
 def _flat_timings(timings: object, prefix: str = "") -> list[tuple[str, float]]:
     out: list[tuple[str, float]] = []
     if isinstance(timings, Mapping):
@@ -189,6 +268,7 @@ def write_tables(results: Mapping[str, Any], out_dir: str | Path) -> dict[str, P
         lines += ["_No results._", ""]
     for task in present:
         lines += _task_table(task, [r for r in rows if r["task"] == task])
+    lines += _protection(rows)
     timings = _flat_timings(results.get("timings"))
     if timings:
         lines += ["## Timings", "", "| Step | Value |", "|---|---|"]
