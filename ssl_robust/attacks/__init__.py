@@ -10,6 +10,7 @@ from .depth import DepthPGD
 from .embed import EmbedAttack, embedding_distance
 from .ensemble import STRONG_TASKS, Ensemble, EnsembleResult, strong_attack
 from .segmentation import SegPGD
+from .square import Square, p_schedule, square
 
 __all__ = [
     "APGD",
@@ -28,7 +29,10 @@ __all__ = [
     "Norm",
     "SeededStart",
     "SegPGD",
+    "Square",
     "embedding_distance",
+    "p_schedule",
     "pgd",
+    "square",
     "strong_attack",
 ]
