@@ -8,7 +8,18 @@ budgets are on the same [0, 1] scale (eps=8/255). The benchmark runner lives in
 >>> from ssl_robust.attacks import PGD, EmbedAttack, SegPGD, DepthPGD
 """
 
-from . import adaptors, attacks, data, defenses, encoders, losses, metrics, runtime, tasks
+from . import (
+    adaptors,
+    attacks,
+    data,
+    defenses,
+    encoders,
+    losses,
+    metrics,
+    reliability,
+    runtime,
+    tasks,
+)
 from ._checks import (
     SSLRobustRuntimeError,
     SSLRobustTypeError,
@@ -26,6 +37,7 @@ from .attacks import (
     EmbedAttack,
     Ensemble,
     SegPGD,
+    Square,
     strong_attack,
 )
 from .data import create_dataset, list_datasets
@@ -33,6 +45,7 @@ from .defenses import DeACLConfig, DeACLTrainer
 from .encoders import Encoder, EncoderOutput, VisionTransformer, create_encoder, list_encoders, wrap
 from .evaluation import EvalResult, evaluate
 from .metrics import Accuracy, DepthMetrics, MeanIoU
+from .reliability import EvaluationReport, check_evaluation
 
 __version__ = "0.1.0.dev0"
 
@@ -51,6 +64,7 @@ __all__ = [
     "EncoderOutput",
     "Ensemble",
     "EvalResult",
+    "EvaluationReport",
     "LinearClassifier",
     "LinearDepther",
     "LinearSegmenter",
@@ -59,11 +73,13 @@ __all__ = [
     "SSLRobustTypeError",
     "SSLRobustValueError",
     "SegPGD",
+    "Square",
     "TaskModel",
     "VisionTransformer",
     "__version__",
     "adaptors",
     "attacks",
+    "check_evaluation",
     "create_dataset",
     "create_encoder",
     "data",
@@ -76,6 +92,7 @@ __all__ = [
     "list_encoders",
     "losses",
     "metrics",
+    "reliability",
     "runtime",
     "set_input_checks",
     "strong_attack",

@@ -56,6 +56,7 @@ class ZeroBackward(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.eval()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(_ZeroGrad.apply(x))  # type: ignore[no-any-return]
@@ -68,6 +69,7 @@ class Quantized(nn.Module):
     def __init__(self, model: nn.Module, levels: int = 8) -> None:
         super().__init__()
         self.model, self.levels = model, levels
+        self.eval()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(torch.round(x * (self.levels - 1)) / (self.levels - 1))  # type: ignore[no-any-return]
@@ -79,6 +81,7 @@ class Noisy(nn.Module):
     def __init__(self, model: nn.Module, sigma: float = 0.3) -> None:
         super().__init__()
         self.model, self.sigma = model, sigma
+        self.eval()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x + self.sigma * torch.randn_like(x))  # type: ignore[no-any-return]
@@ -90,6 +93,7 @@ class Softmax(nn.Module):
     def __init__(self, model: nn.Module, scale: float = 1.0) -> None:
         super().__init__()
         self.model, self.scale = model, scale
+        self.eval()
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.softmax(self.model(x) * self.scale, dim=1)

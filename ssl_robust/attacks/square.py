@@ -127,22 +127,26 @@ class _Search:
         b = x.shape[0]
         self.queries = torch.zeros(b, dtype=torch.long, device=x.device)
 
-    def evaluate(self, x_new: Tensor, idx: Tensor, q: int) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Mean loss over the EOT draws at ``x_new`` (the samples ``idx``); returns (x as the
-        model saw it, loss, success in every draw or None)."""
+    def evaluate(
+        self, x_new: Tensor, idx: Tensor, q: int
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """Mean loss and score over the EOT draws at ``x_new`` (the samples ``idx``); returns
+        (x as the model saw it, loss, score, success in every draw or None)."""
         x0 = self.x[idx]
         x_in = _model_input(x_new, x0, self.in_dtype)
         total: Tensor | None = None
+        total_score: Tensor | None = None
         every: Tensor | None = None
         for _ in range(self.eot):
-            loss, success, _ = _unpack(self.fn(x_in, self.rows[idx], q), x_in.shape[0])
-            loss = loss.detach().to(self.x.dtype)
+            loss, success, score = _unpack(self.fn(x_in, self.rows[idx], q), x_in.shape[0])
+            loss, score = loss.detach().to(self.x.dtype), score.to(self.x.dtype)
             total = loss if total is None else total + loss
+            total_score = score if total_score is None else total_score + score
             if success is not None:
                 every = success if every is None else every & success
         self.queries[idx] += self.eot
-        assert total is not None
-        return x_in.detach().to(self.x.dtype), total / self.eot, every
+        assert total is not None and total_score is not None
+        return x_in.detach().to(self.x.dtype), total / self.eot, total_score / self.eot, every
 
     def start(self) -> Tensor:
         x, eps = self.x, self.eps
@@ -202,7 +206,7 @@ class _Search:
         """The search; returns (best point, its loss, its success or None) per sample."""
         b = self.x.shape[0]
         all_idx = torch.arange(b, device=self.x.device)
-        best, loss, success = self.evaluate(self.start(), all_idx, 0)
+        best, loss, score, success = self.evaluate(self.start(), all_idx, 0)
         done = torch.zeros(b, dtype=torch.bool, device=self.x.device)
         if success is not None:
             done = success.clone()
@@ -212,14 +216,17 @@ class _Search:
             if idx.numel() == 0:
                 break
             cand = self.propose(best[idx], idx, p_schedule(p_init, q - 1, queries))
-            cand, new_loss, new_success = self.evaluate(cand, idx, q)
-            better = new_loss > loss[idx]
+            cand, new_loss, new_score, new_success = self.evaluate(cand, idx, q)
+            # the score first (what the task damage tracks), the loss on ties
+            old_score = score[idx]
+            better = (new_score > old_score) | ((new_score == old_score) & (new_loss > loss[idx]))
             if new_success is not None:
                 prev = done[idx]
                 better = (new_success & ~prev) | ((new_success == prev) & better)
                 done[idx] = torch.where(better, new_success, prev)
             best[idx] = torch.where(better.view(-1, 1, 1, 1), cand, best[idx])
             loss[idx] = torch.where(better, new_loss, loss[idx])
+            score[idx] = torch.where(better, new_score, old_score)
         return best, loss, (done if has_success else None)
 
 
@@ -240,7 +247,9 @@ def square(
     Per query, each still-active sample gets one candidate: L∞ sets a random square window of
     the perturbation to a random vertex (±eps per channel); L2 moves the perturbation's mass
     from one random window to another with a pseudo-Gaussian bump, renormalized to eps. A
-    candidate is kept when its loss is higher (or it succeeds where the best did not). The
+    candidate is kept when it succeeds where the best did not, else when its score is higher
+    (the loss when the callback returns no score), else on an equal score when its loss is
+    higher. The
     window covers ``p_schedule(p_init, query, queries)`` of the pixels (window positions are
     shared by the batch, the signs are per sample, as in AutoAttack).
 
@@ -398,7 +407,9 @@ class Square(Attack):
     Objective: for classification (``objective=None``) the logit margin
     :math:`\max_{i\ne y} z_i - z_y` (AutoAttack's margin loss), success = misclassified. For
     other tasks pass a task attack on the same model as ``objective``: Square maximizes its
-    per-sample :meth:`~ssl_robust.attacks.Attack.loss` (step 0), stops on its
+    per-sample :meth:`~ssl_robust.attacks.Attack.score` (SegPGD: the share of wrong pixels),
+    with its :meth:`~ssl_robust.attacks.Attack.loss` (step 0) breaking ties (the loss alone
+    where the attack has no score), stops on its
     :meth:`~ssl_robust.attacks.Attack.success`, takes its target and its per-sample
     :meth:`~ssl_robust.attacks.Attack.damage` (so it joins an
     :class:`~ssl_robust.attacks.Ensemble` of that task), e.g. ``SegPGD(model, loss="ce")``,
