@@ -25,6 +25,7 @@ from ssl_robust.attacks import (
     Square,
     p_schedule,
     square,
+    strong_attack,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -252,3 +253,29 @@ def test_errors():
         Square(model, objective=Square(model))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="same model"):
         Square(model, objective=PGD(trained_classifier().__class__()))
+
+
+def test_strong_attack_versions(data):
+    x, y = data
+    masked = ZeroBackward(trained_classifier())
+    standard = strong_attack(masked, task="classification", eps=0.1, steps=10, generator=_gen())
+    plus = strong_attack(masked, task="classification", eps=0.1, steps=10, generator=_gen(),
+                         version="plus", square_queries=500)  # fmt: skip
+    assert [type(a).__name__ for a in plus.attacks] == ["APGD", "APGD", "Square"]
+    assert plus.attacks[-1].queries == 500 and plus.attacks[-1].objective is plus.attacks[0]
+    acc_standard = 1 - standard.run(x, y).success.float().mean()
+    res = plus.run(x, y)
+    assert acc_standard > 0.9 and 1 - res.success.float().mean() < 0.2
+    assert bool((res.winner[res.success] == 2).all())
+    rand = strong_attack(masked, task="classification", steps=3, version="rand")
+    assert all(a.eot_iter == 20 for a in rand.attacks)
+    rand = strong_attack(masked, task="classification", steps=3, version="rand", eot_iter=4)
+    assert all(a.eot_iter == 4 for a in rand.attacks)
+    with pytest.raises(ValueError, match="version"):
+        strong_attack(masked, task="classification", version="fast")  # type: ignore[arg-type]
+    seg = TinySegmenter().eval()
+    xs, ms = seg_data(4, seed=0)
+    ens = strong_attack(seg, task="segmentation", eps=0.1, steps=3, version="plus",
+                        square_queries=30, generator=_gen())  # fmt: skip
+    assert isinstance(ens.attacks[-1], Square) and ens.attacks[-1].task == "segmentation"
+    assert ens.run(xs, ms).damage.shape == (4,)
