@@ -35,6 +35,8 @@ def _bench(args: argparse.Namespace) -> int:
         spec = replace(spec, device=args.device)
     if args.suite:
         spec = replace(spec, attack=replace(spec.attack, suite=args.suite))
+    if args.check:
+        spec = replace(spec, attack=replace(spec.attack, check=True))
     out = Path(args.out) if args.out else Path(spec.out)
     if args.dry_run:
         from .bench.plan import plan_benchmark
@@ -218,6 +220,12 @@ def _parser() -> argparse.ArgumentParser:
         help="attack suite: 'paper' (EmbedAttack + the paper's task attacks) or "
         "'paper,strong' (adds strong_attack, a worst case over APGD attacks per sample); "
         "overrides the config's attack.suite",
+    )
+    b.add_argument(
+        "--check",
+        action="store_true",
+        help="run the attack-failure checks (check_evaluation) for every cell: writes "
+        "checks.md and checks.json, marks warned/failed cells in tables.md (sets attack.check)",
     )
     b.add_argument(
         "--dry-run",

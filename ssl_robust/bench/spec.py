@@ -71,6 +71,12 @@ class AttackSpec:
             attacks: AutoAttack-style for classification, SEA-style for segmentation) as the
             ``strong_attack`` column.
         strong_steps: steps of each member of the strong attack (AutoAttack uses 100).
+        check: run :func:`~ssl_robust.reliability.check_evaluation` for every cell (its task
+            attack) and every EmbedAttack, on the first ``check_subset`` evaluation images;
+            writes ``checks.md`` / ``checks.json`` and marks the cells of ``tables.md`` whose
+            evaluation warned or failed.
+        check_subset: images the checks use (a prefix of the evaluation subset).
+        check_queries: Square's queries per image in the checks.
     """
 
     eps: float = 8 / 255
@@ -82,9 +88,18 @@ class AttackSpec:
     segpgd_threshold: float = 0.01
     suite: tuple[str, ...] = ("paper",)
     strong_steps: int = 100
+    check: bool = False
+    check_subset: int = 64
+    check_queries: int = 500
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "suite", parse_suite(self.suite))
+        if not isinstance(self.check, bool):
+            raise _checks.SSLRobustTypeError(
+                f"attack.check must be true or false; got {self.check!r}"
+            )
+        _checks.check_int("attack.check_subset", self.check_subset, minimum=1)
+        _checks.check_int("attack.check_queries", self.check_queries, minimum=1)
         _checks.check_int("attack.strong_steps", self.strong_steps, minimum=1)
         object.__setattr__(self, "eps", parse_budget("attack.eps", self.eps))
         object.__setattr__(self, "step_size", parse_budget("attack.step_size", self.step_size))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -212,6 +213,16 @@ class EvaluationReport:
         out = asdict(self)
         out.update(status=self.status, failed=self.failed, warned=self.warned, cost=self.cost)
         return _json_safe(out)  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvaluationReport:
+        """The report back from :meth:`to_dict` (None values read as NaN)."""
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        fields["rows"] = [CheckRow(**row) for row in data.get("rows", [])]
+        for key in ("clean", "attacked", "floor", "attack_seconds", "check_seconds"):
+            if fields.get(key) is None:
+                fields[key] = math.nan
+        return cls(**fields)
 
     def to_json(self, **kwargs: Any) -> str:
         """:meth:`to_dict` as a JSON string (``kwargs`` go to :func:`json.dumps`)."""
