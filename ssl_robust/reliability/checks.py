@@ -8,7 +8,7 @@ AutoAttack's flags, Croce & Hein 2020; Carlini et al., "On Evaluating Adversaria
 Robustness", 2019).
 
 Every comparison is made on one scale per task, the *normalized damage* of a sample:
-0 at its clean value of the task's per-sample metric (:attr:`~ssl_robust.tasks.TaskSpec.
+0 at the mean clean value of the task's per-sample metric (:attr:`~ssl_robust.tasks.TaskSpec.
 sample_metric`: correct 1/0, pixel accuracy, RMSE; the embedding distance for EmbedAttack)
 and 1 at (or beyond) the *degenerate floor*, the value the model reaches when it is shown
 another image of the subset (chance accuracy, near-chance pixel accuracy, the RMSE of an
@@ -349,8 +349,10 @@ def _check(
     floor_q = judge.floor(x)
     scale = max(abs(float(clean_q.mean() - floor_q.mean())), 1e-12)
 
-    def damage(q: Tensor) -> Tensor:  # 0 at the clean value, 1 at (or beyond) the floor
-        return (sign * (clean_q - q) / scale).clamp(max=1.0)
+    ref = clean_q.mean()
+
+    def damage(q: Tensor) -> Tensor:  # 0 at the mean clean value, 1 at (or beyond) the floor
+        return (sign * (ref - q) / scale).clamp(max=1.0)
 
     def run(a: Attack | Ensemble, images: Tensor = x) -> tuple[Tensor, Any]:
         if isinstance(a, Ensemble):
@@ -397,7 +399,7 @@ def _check(
     norm = NORMS[str(member.norm)] if isinstance(member.norm, str) else member.norm
     gen = torch.Generator().manual_seed(seed + 1)
     noisy = (x + norm.random_init(x, member.eps / 4, gen)).clamp(0, 1)
-    hurt = damage(judge.quality(noisy)) > 0.5
+    hurt = damage(judge.quality(noisy)) - damage(clean_q) > 0.5
     add(
         "noise_sensitivity",
         None if degenerate else float(hurt.float().mean()),
