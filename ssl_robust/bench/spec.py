@@ -496,14 +496,14 @@ def default_spec(out: str = "ssl_robust_results", *, fine_tune: bool = False) ->
         },
         # the ε curves on the first 32 evaluation images (the main results use all 128);
         # the strong suite with 10 steps per member instead of AutoAttack's 100, for a CPU;
-        # the evaluation checks on the first 32 images, Square with 200 queries
+        # the evaluation checks on the first 16 images, Square with 100 queries
         attack=AttackSpec(
             curve_subset=32,
             suite=("paper", "strong"),
             strong_steps=10,
             check=True,
-            check_subset=32,
-            check_queries=200,
+            check_subset=16,
+            check_queries=100,
         ),
         eval=EvalSpec(subset=128, seed=0, batch_size=64, gallery=4),
         out=out,
