@@ -16,6 +16,7 @@ from . import (
     encoders,
     losses,
     metrics,
+    registry,
     reliability,
     runtime,
     tasks,
@@ -40,12 +41,21 @@ from .attacks import (
     Square,
     strong_attack,
 )
-from .data import create_dataset, list_datasets
+from .data import create_dataset, list_datasets, register_dataset
 from .defenses import DeACLConfig, DeACLTrainer
-from .encoders import Encoder, EncoderOutput, VisionTransformer, create_encoder, list_encoders, wrap
+from .encoders import (
+    Encoder,
+    EncoderOutput,
+    VisionTransformer,
+    create_encoder,
+    list_encoders,
+    register_encoder,
+    wrap,
+)
 from .evaluation import EvalResult, evaluate
 from .metrics import Accuracy, DepthMetrics, MeanIoU
 from .reliability import EvaluationReport, check_evaluation
+from .tasks import TaskSpec, get_task, list_tasks, register_task
 
 __version__ = "0.1.0.dev0"
 
@@ -75,6 +85,7 @@ __all__ = [
     "SegPGD",
     "Square",
     "TaskModel",
+    "TaskSpec",
     "VisionTransformer",
     "__version__",
     "adaptors",
@@ -87,11 +98,17 @@ __all__ = [
     "encoders",
     "evaluate",
     "fit",
+    "get_task",
     "input_checks_enabled",
     "list_datasets",
     "list_encoders",
+    "list_tasks",
     "losses",
     "metrics",
+    "register_dataset",
+    "register_encoder",
+    "register_task",
+    "registry",
     "reliability",
     "runtime",
     "set_input_checks",

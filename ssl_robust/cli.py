@@ -4,7 +4,8 @@ Commands:
     bench   run the benchmark (the embedded default without --config)
     deacl   DeACL robust fine-tuning of one encoder from a TOML config
     report  re-render tables and figures from an output directory's results.json
-    list    the registered encoders and datasets
+    list    the registered tasks, encoders, datasets, attack suites and defenses (origins)
+    data    ``data check NAME ROOT [--split S]``: check a dataset folder (exit 2 if unusable)
 
 Errors the user can fix (a bad config, a missing file, a failed download, a missing optional
 package) print one line on stderr and exit with code 2; ``--debug`` shows the traceback instead.
@@ -14,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,9 +30,34 @@ from . import __version__, _checks
 __all__ = ["main"]
 
 
+def _dry_run_problems(args: argparse.Namespace) -> int:
+    """``--dry-run`` of a config file: every problem at once, with its fix (exit 2)."""
+    from .bench.problems import check_device, config_problems
+    from .bench.spec import read_toml
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.config:
+        raw = dict(read_toml(Path(args.config)))
+        if args.suite:
+            attack = dict(raw.get("attack", {}) or {})
+            attack["suite"] = args.suite
+            raw["attack"] = attack
+        problems = config_problems(raw, device=args.device, world_size=world)
+    else:
+        problems = check_device({"device": "cpu"}, args.device)
+    if not problems:
+        return 0
+    print(f"ssl-robust bench --dry-run: {len(problems)} problem(s) found:", file=sys.stderr)
+    for i, problem in enumerate(problems, 1):
+        print(f"{i}. {problem}", file=sys.stderr)
+    return 2
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .bench import default_spec, load_spec, run_benchmark
 
+    if args.dry_run and _dry_run_problems(args):
+        return 2
     spec = load_spec(args.config) if args.config else default_spec()
     if args.device:
         spec = replace(spec, device=args.device)
@@ -43,7 +71,10 @@ def _bench(args: argparse.Namespace) -> int:
 
         world = int(os.environ.get("WORLD_SIZE", "1"))
         print(plan_benchmark(spec, world_size=world).summary())
-        print(f"config OK: datasets, weights and memory checked; outputs would go to {out}")
+        print(
+            f"config OK: device, names, datasets, weights and memory checked; outputs would "
+            f"go to {out}"
+        )
         return 0
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
     if main_rank:
@@ -79,9 +110,25 @@ def _summary(results: dict[str, Any]) -> str:
 @dataclass(frozen=True)
 class _DeACLEncoder:
     registry: str
-    weights: str | None = None
+    checkpoint_path: str | None = None
     pretrained: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    weights: str | None = None  # deprecated name of checkpoint_path
+
+    def __post_init__(self) -> None:
+        if self.weights is None:
+            return
+        if self.checkpoint_path is not None:
+            raise _checks.SSLRobustValueError(
+                "[encoder]: give checkpoint_path only (weights is its deprecated name), not both"
+            )
+        warnings.warn(
+            "the [encoder] key 'weights' of a DeACL config is deprecated; rename it to "
+            "'checkpoint_path' (the keyword of create_encoder)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        object.__setattr__(self, "checkpoint_path", self.weights)
 
 
 @dataclass(frozen=True)
@@ -123,7 +170,7 @@ def _deacl(args: argparse.Namespace) -> int:
     out = Path(args.out or raw.get("out", "deacl_run"))
     device = init_distributed(args.device or raw.get("device", "cpu"))
     student = create_encoder(
-        enc.registry, checkpoint_path=enc.weights, pretrained=enc.pretrained, **enc.options
+        enc.registry, checkpoint_path=enc.checkpoint_path, pretrained=enc.pretrained, **enc.options
     ).to(device)
     dataset = open_images(
         data.dataset,
@@ -164,16 +211,27 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from .data import list_datasets
-    from .encoders import encoder_spec, list_encoders
+    from .bench.suites import defense_origin, get_defense, list_defenses, list_suites, suite_origin
+    from .data import dataset_entry, dataset_origin, list_datasets
+    from .encoders import encoder_origin, encoder_spec, list_encoders
+    from .registry import plugin_failures
+    from .tasks import get_task, list_tasks, task_origin
 
+    print("tasks (fit, evaluate, strong_attack, [[datasets]] tasks = [...]):")
+    for name in list_tasks():
+        task = get_task(name)
+        print(f"  {name:<22}{task.metric_label} {task.arrow}, target '{task.target_key}' "
+              f"[{task_origin(name)}]")  # fmt: skip
     print("encoders (create_encoder(name), [encoder] registry = name):")
     names = list_encoders()
     width = max(len(n) for n in names) + 2
     for name in names:
         spec = encoder_spec(name)
         weights = "bundled" if spec.bundled else ("download" if spec.url else "random init")
-        print(f"  {name:<{width}}{spec.description} [weights: {weights}]")
+        if spec.factory is not None:
+            weights = "factory"
+        print(f"  {name:<{width}}{spec.description} [weights: {weights}] "
+              f"[{encoder_origin(name)}]")  # fmt: skip
     for prefix, module, what in (
         ("timm/<model name>", "timm", "any timm ViT, e.g. timm/vit_small_patch14_dinov2.lvd142m"),
         (
@@ -187,8 +245,40 @@ def _list(args: argparse.Namespace) -> int:
         print(f"  {prefix:<{width}}{what} [{state}]")
     print("datasets (create_dataset(name, root, split)):")
     for name in list_datasets():
-        print(f"  {name}")
+        desc = dataset_entry(name).description
+        print(f"  {name:<22}{desc + ' ' if desc else ''}[{dataset_origin(name)}]")
+    print("attack suites (attack.suite = ['paper', ...], --suite paper,...):")
+    print(f"  {'paper':<22}EmbedAttack and the task attack (always run) [built-in]")
+    for name in list_suites():
+        print(f"  {name:<22}[{suite_origin(name)}]")
+    print("defenses ([encoders.defense] method = name):")
+    for name in list_defenses():
+        desc = get_defense(name).description
+        print(f"  {name:<22}{desc + ' ' if desc else ''}[{defense_origin(name)}]")
+    for failure in plugin_failures():
+        print(f"plugin failed to load: {failure}")
     return 0
+
+
+def _option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE; got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value  # a plain string
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from .data import check_dataset
+
+    root = None if args.root in (None, "-") else args.root
+    report = check_dataset(
+        args.name, root, split=args.split, read_all=args.all, **dict(args.option or [])
+    )
+    print(report.to_text())
+    return 0 if report.usable else 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -202,9 +292,19 @@ def _parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show the full traceback of errors (and DEBUG logs)"
     )
     sub = p.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (uninstalled code that registers tasks, encoders, datasets, "
+        "attack suites or defenses); repeatable",
+    )
 
     b = sub.add_parser(
         "bench",
+        parents=[common],
         help="run the benchmark (the embedded default when no --config is given)",
         description="Train linear heads and evaluate clean / EmbedAttack / task-attack metrics "
         "for every encoder × dataset × task of a config. Without --config: the embedded "
@@ -230,8 +330,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--dry-run",
         action="store_true",
-        help="check dataset roots, weights files and the memory estimate, print the plan, "
-        "and stop (nothing is trained or attacked)",
+        help="check the whole config (device, names, dataset roots, weights files, memory) "
+        "and list every problem with its fix (exit 2), or print the plan; nothing is "
+        "trained or attacked",
     )
     b.add_argument(
         "--force", action="store_true", help="discard results of a different config in --out"
@@ -241,6 +342,7 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser(
         "deacl",
+        parents=[common],
         help="DeACL robust fine-tuning of one encoder",
         description="Fine-tune an encoder with DeACL from a TOML config with [encoder], [data] "
         "and [deacl] tables (see docs/robust_finetuning.md); resumes from the checkpoint in "
@@ -259,6 +361,7 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser(
         "report",
+        parents=[common],
         help="re-render tables and figures from DIR/results.json",
         description="Write DIR/tables.md, DIR/results.csv and DIR/figures/*.png from "
         "DIR/results.json.",
@@ -268,11 +371,43 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser(
         "list",
-        help="print the registered encoders and datasets",
-        description="Print the names create_encoder and create_dataset accept (and the "
-        "timm/ and hf/ name schemes, with whether those packages are installed).",
+        parents=[common],
+        help="print the registered tasks, encoders, datasets, attack suites and defenses",
+        description="Print every registered name with where it comes from (built-in, or "
+        "the plugin's distribution), and the timm/ and hf/ encoder name schemes.",
     )
     ls.set_defaults(func=_list)
+
+    data = sub.add_parser(
+        "data",
+        help="check a dataset folder: `ssl-robust data check NAME ROOT [--split S]`",
+        description="Commands on datasets on disk.",
+    )
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    chk = data_sub.add_parser(
+        "check",
+        help="print the layout found, the samples per split, one sample's shapes, dtypes and "
+        "ranges, and what is missing; exit code 2 when the data is unusable",
+        description="Check a dataset folder the way the benchmark reads it (see "
+        "docs/data.md for the accepted layouts). Exit code 0: usable; 2: unusable.",
+    )
+    chk.add_argument("name", help="dataset name (ssl-robust list shows them)")
+    chk.add_argument("root", nargs="?", help="the dataset folder (omit for shapes)")
+    chk.add_argument("--split", help="check this split only (default: train and val)")
+    chk.add_argument(
+        "--all",
+        action="store_true",
+        help="read every sample, not only the first (finds truncated or unreadable files)",
+    )
+    chk.add_argument(
+        "--option",
+        action="append",
+        type=_option,
+        metavar="KEY=VALUE",
+        help="a reader option, VALUE in JSON where not a plain string, e.g. "
+        '--option seg_classes=150 --option \'columns={"image": "img", "mask": "gt"}\'',
+    )
+    chk.set_defaults(func=_data_check)
     return p
 
 
@@ -304,6 +439,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ok = False
     try:
+        from .registry import import_plugin
+
+        for module in getattr(args, "plugin", []):
+            import_plugin(module)
         code: int = args.func(args)
         ok = True
     except _USER_ERRORS as exc:

@@ -94,3 +94,54 @@ def test_dry_run_cli_checks_roots_weights_and_device(tmp_path, capsys) -> None:
     assert "device must be" in capsys.readouterr().err
     assert main(["bench", "--dry-run"]) == 0
     assert "config OK" in capsys.readouterr().out
+
+
+def test_dry_run_lists_every_problem_of_a_config_in_one_pass(tmp_path, capsys) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        'device = "cuda:7"\n'
+        '[[encoders]]\nname = "e"\nregistry = "vit_tset"\nweights = "nope.pt"\n'
+        '[[encoders]]\nname = "r"\n[encoders.defense]\nmethod = "fair"\nbase = "e"\n'
+        'dataset = "c"\n'
+        '[[datasets]]\nname = "c"\ndataset = "cifar10"\nroot = "nowhere"\n'
+        'tasks = ["classification", "normalz"]\n'
+        '[[datasets]]\nname = "x"\ndataset = "cifar11"\ntasks = ["depth"]\n'
+        '[attack]\nsuite = ["paper", "strongest"]\n'
+    )
+    assert main(["bench", "--config", str(config), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    expected = [
+        "device 'cuda:7'",  # this machine has no such GPU (CPU CI) or too few
+        "unknown encoder 'vit_tset' — did you mean 'vit_test'?",
+        "unknown defense 'fair'",
+        "got 'normalz'",
+        "unknown dataset 'cifar11'",
+        "unknown suite 'strongest'",
+        "weights file 'nope.pt' not found",
+        "CIFAR-10 not found under 'nowhere'",
+    ]
+    for text in expected:
+        assert text in err, text
+    assert "8 problem(s) found" in err
+    assert err.count("fix: ") == 8
+
+
+def test_config_checks_are_an_open_list(tmp_path) -> None:
+    from ssl_robust.bench.problems import CONFIG_CHECKS, Problem, config_problems
+
+    def no_cats(config, device):
+        names = [d.get("name") for d in config.get("datasets", [])]
+        return [Problem("a dataset is named 'cats'", "rename it")] if "cats" in names else []
+
+    config = {
+        "encoders": [{"name": "e", "registry": "vit_test"}],
+        "datasets": [{"name": "cats", "dataset": "shapes", "tasks": ["classification"],
+                      "image_size": 16, "options": {"size": 4}}],
+        "eval": {"subset": 4, "batch_size": 2},
+    }  # fmt: skip
+    assert config_problems(config) == []
+    CONFIG_CHECKS.append(no_cats)
+    try:
+        assert config_problems(config) == [Problem("a dataset is named 'cats'", "rename it")]
+    finally:
+        CONFIG_CHECKS.remove(no_cats)

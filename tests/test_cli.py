@@ -138,3 +138,22 @@ def test_list_prints_encoders_and_datasets(capsys: pytest.CaptureFixture[str]) -
     lines = {line.split()[0] for line in out.splitlines() if line.startswith("  ")}
     assert set(list_encoders()) <= lines and set(list_datasets()) <= lines
     assert "timm/<model" in out and "hf/<repo" in out
+
+
+def test_deacl_encoder_weights_key_is_the_deprecated_name_of_checkpoint_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ssl_robust.defenses, "DeACLTrainer", FakeTrainer)
+    enc = ssl_robust.create_encoder("vit_test")
+    ckpt = tmp_path / "w.pt"
+    torch.save(enc.state_dict(), ckpt)
+    body = '[data]\ndataset = "shapes"\nimage_size = 16\nsubset = 4\nbatch_size = 2\n'
+    old = _write(tmp_path, f'[encoder]\nregistry = "vit_test"\nweights = "{ckpt}"\n{body}')
+    with pytest.warns(FutureWarning, match="rename it to 'checkpoint_path'"):
+        assert main(["deacl", "--config", str(old), "--out", str(tmp_path / "o1")]) == 0
+    assert torch.equal(FakeTrainer.seen["student"].pos_embed, enc.pos_embed)
+    both = _write(
+        tmp_path,
+        f'[encoder]\nregistry = "vit_test"\nweights = "{ckpt}"\ncheckpoint_path = "{ckpt}"\n{body}',
+    )
+    assert main(["deacl", "--config", str(both), "--out", str(tmp_path / "o2")]) == 2

@@ -34,8 +34,8 @@ def _png(path: Path, arr: np.ndarray, palette: bool = False) -> None:
 
 def test_list_datasets() -> None:
     assert list_datasets() == sorted(
-        ["ade20k", "cifar10", "cifar100", "cityscapes", "imagenet", "nyu_depth_v2", "shapes",
-         "stl10", "voc2012"]
+        ["ade20k", "cifar10", "cifar100", "cityscapes", "hf_disk", "imagenet", "nyu_depth_v2",
+         "shapes", "stl10", "voc2012"]
     )  # fmt: skip
 
 
@@ -186,3 +186,37 @@ def test_random_crop_pads_masks_with_ignore() -> None:
     t = train_transform((16, 24), flip=False)(s)
     assert t["image"].shape == (3, 16, 24)
     assert int((t["mask"] == 255).sum()) == 16 * 8 and float(t["depth"][:, 16:].max()) == 0.0
+
+
+class _Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_cifar_reader_unpickles_arrays_of_any_protocol(tmp_path: Path, protocol: int) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    data = RNG.integers(0, 256, (2, 3072), dtype=np.uint8)
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        with open(folder / name, "wb") as fh:
+            pickle.dump({"data": data, "labels": np.array([3, 4])}, fh, protocol=protocol)
+    ds = create_dataset("cifar10", tmp_path, "val")
+    assert [int(ds[i]["label"]) for i in range(2)] == [3, 4]
+
+
+def test_a_malicious_cifar_pickle_is_refused_and_never_runs(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    marker = tmp_path / "pwned"
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        with open(folder / name, "wb") as fh:
+            pickle.dump({"data": _Evil(marker), "labels": [0]}, fh)
+    with pytest.raises(ValueError, match=r"test_batch: refusing to unpickle posix\.system"):
+        create_dataset("cifar10", tmp_path, "val")
+    assert not marker.exists()

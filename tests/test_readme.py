@@ -35,3 +35,19 @@ def test_readme_quickstart_runs():
     images = namespace["images"]
     assert adv.shape == images.shape  # type: ignore[attr-defined]
     assert float((adv - images).abs().max()) <= 8 / 255 + 1e-6  # type: ignore[operator]
+
+
+def test_the_paper_is_cited_correctly_and_the_package_has_a_citation_file():
+    readme = (ROOT / "README.md").read_text()
+    title = "Benchmarking Robust Self-Supervised Learning Across Diverse\nDownstream Tasks"
+    assert title in readme and "Kowalczuk" in readme and "Kowalczyk" not in readme
+    assert "arXiv:2407.12588" in readme and "@article{kowalczuk2024benchmarking," in readme
+    cff = (ROOT / "CITATION.cff").read_text()
+    assert cff.startswith("cff-version: 1.2.0")
+    authors = re.findall(r"family-names: (.+)", cff)
+    assert authors == ["Kowalczuk", "Dubiński", "Ashari Ghomi", "Sui", "Stein", "Wu",
+                       "Cresswell", "Boenisch", "Dziedzic"]  # fmt: skip
+    assert 'version: "0.1.0.dev0"' in cff
+    import ssl_robust
+
+    assert ssl_robust.__version__ == "0.1.0.dev0"

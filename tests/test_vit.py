@@ -54,9 +54,9 @@ def test_parameter_names_match_official_checkpoints():
 def _reference_forward(vit: VisionTransformer, images: torch.Tensor):
     """Naive ViT written from the papers (explicit softmax attention), for comparison."""
     sd = {k: v.double() for k, v in vit.state_dict().items()}
-    # The encoder keeps mean/std as float32 buffers (as timm does): round the same way.
-    mean = torch.tensor(IMAGENET_MEAN).double().view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).double().view(1, 3, 1, 1)
+    # A float64 encoder normalizes with the exact float64 constants.
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
     x = (images.double() - mean) / std
     x = F.conv2d(
         x, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=vit.patch_size
@@ -172,3 +172,30 @@ def test_encoder_base_requires_forward_features():
     enc = Encoder(embed_dim=4, patch_size=2)
     with pytest.raises(NotImplementedError):
         enc(torch.rand(1, 3, 4, 4))
+
+
+def test_float64_encoders_compute_in_float64_throughout() -> None:
+    from ssl_robust.encoders import IMAGENET_MEAN, IMAGENET_STD
+
+    torch.manual_seed(0)
+    enc = VisionTransformer(img_size=16, patch_size=4, embed_dim=16, depth=1, num_heads=2)
+    x = torch.rand(1, 3, 8, 12, dtype=torch.float64)
+    exact = (x - torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(
+        IMAGENET_STD, dtype=torch.float64
+    ).view(1, 3, 1, 1)
+    assert torch.equal(enc.double().normalize(x), exact)  # not float32-rounded constants
+    # float32 runs see the same constants as ever
+    x32 = x.float()
+    old = (x32 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(
+        1, 3, 1, 1
+    )
+    assert torch.equal(enc.float().normalize(x32), old)
+    # position embeddings interpolated for another grid (2 × 3) in float64
+    enc = enc.double()
+    pos = enc.interpolate_pos_encoding(2, 3, torch.float64)
+    grid = enc.pos_embed[:, 1:].reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
+    ref = torch.nn.functional.interpolate(
+        grid, scale_factor=(2.1 / 4, 3.1 / 4), mode="bicubic", align_corners=False
+    )
+    assert pos.dtype == torch.float64
+    assert torch.equal(pos[:, 1:], ref.permute(0, 2, 3, 1).reshape(1, 6, -1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -11,7 +12,6 @@ import torch
 from torch import Tensor
 
 from .. import _checks
-from ..data.base import Task
 from ..data.batches import unpack_batch
 from ..runtime import progress_bar, tick
 from ._features import FeatureCache
@@ -49,7 +49,8 @@ class FitPreset:
 
 _CACHE_BYTES = 1 << 30  # largest feature cache fit builds by itself
 
-#: The paper's head-training settings, per task.
+#: The paper's head-training settings of the built-in tasks (each task's
+#: :attr:`~ssl_robust.tasks.TaskSpec.fit_preset`; registered tasks bring their own).
 PRESETS: dict[str, FitPreset] = {
     "classification": FitPreset("adam", 0.5, 0.0, 5, 16, True, False, False),
     "segmentation": FitPreset("adamw", 1e-4, 1e-3, 50, 16, True, True, True),
@@ -98,7 +99,7 @@ def fit(
     task_model: TaskModel | torch.nn.Module,
     loader: Iterable[Any] | torch.utils.data.Dataset[Any],
     *,
-    preset: Task | None = None,
+    preset: str | None = None,
     epochs: int | None = None,
     lr: float | None = None,
     weight_decay: float | None = None,
@@ -143,8 +144,9 @@ def fit(
             (:func:`~ssl_robust.data.unpack_batch`); or a Dataset of either (batched with
             the preset's batch size, shuffled by ``generator``). Targets: labels (B,), masks
             (B, H, W) int64, or depth (B, H, W) / (B, 1, H, W).
-        preset: ``"classification"``, ``"segmentation"`` or ``"depth"``; default: the head's
-            task (a preset for another task is an error).
+        preset: a task name (``"classification"``, ``"segmentation"``, ``"depth"`` or a
+            registered task, whose :attr:`~ssl_robust.tasks.TaskSpec.fit_preset` is used);
+            default: the head's task (a preset for another task is an error).
         epochs, lr, weight_decay, hflip, vflip, crop: override the preset.
         crop_size: random crop size (int or (h, w)); default: the encoder's ``img_size``. Sizes
             larger than the image leave that dimension uncropped.
@@ -190,16 +192,20 @@ def fit(
     task = task_model.task
     if preset is None:
         preset = task  # type: ignore[assignment]
-    name = _checks.check_choice("preset", preset, tuple(PRESETS))
+    from ..tasks import get_task, list_tasks  # tasks builds heads from here: look it up late
+
+    if not isinstance(preset, str) or preset not in list_tasks():
+        _checks.check_choice("preset", preset, tuple(list_tasks()))
+    name = str(preset)
     if name != task:
         raise _checks.SSLRobustValueError(
             f"preset {name!r} does not match the head's task {task!r} "
             f"({type(task_model.adaptor).__name__})"
         )
-    from ..tasks import get_task  # tasks builds heads from this package: look it up late
-
     spec = get_task(name)
-    cfg = PRESETS[name]
+    cfg = spec.fit_preset
+    head_facts = spec.head_info(_checks.inner_module(task_model.adaptor))
+    info = dataclasses.replace(head_facts, ignore_index=ignore_index)
     overrides: dict[str, Any] = {}
     if epochs is not None:
         overrides["epochs"] = _checks.check_int("epochs", epochs, minimum=0)
@@ -249,8 +255,7 @@ def fit(
 
         def prepare(images: Tensor, target: Any) -> tuple[Tensor, Tensor]:
             target = spec.check_target(target, images, head, ignore_index)
-            images, target = images.to(device), target.to(device)
-            return images, target[:, 0] if spec.dense and target.ndim == 4 else target
+            return images.to(device), target.to(device)
 
         def from_images() -> Iterator[tuple[Any, Tensor, tuple[int, int]]]:
             for batch in loader:  # type: ignore[union-attr]
@@ -290,7 +295,7 @@ def fit(
             source = cache.epoch(flips, gen, device) if cache is not None else from_images()
             for feats, target, hw in source:
                 out = head(feats, hw)
-                loss = spec.loss(out, target, head, ignore_index)
+                loss = spec.train_loss(out, target, info)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]
                 if ddp_group is not None:

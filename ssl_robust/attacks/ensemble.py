@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from .. import _checks
 from .base import Attack, _select, model_output, preserved_state
 from .classification import APGD, PGD
-from .core import SeededStart
+from .core import SeededStart, check_eot_iter
 from .depth import DepthPGD
 from .embed import EmbedAttack
 from .segmentation import SegPGD
@@ -175,9 +175,6 @@ class Ensemble:
         return f"Ensemble(task={self.task!r}, [\n  {members}\n])"
 
 
-Task = Literal["classification", "segmentation", "depth", "embedding"]
-
-
 def _classification(model: Any, common: dict[str, Any], options: dict[str, Any]) -> list[Attack]:
     opts = {**common, "early_stop": True, **options}  # same result, less work
     return [
@@ -209,7 +206,8 @@ _PRESETS: dict[str, Callable[[Any, dict[str, Any], dict[str, Any]], list[Attack]
     "embedding": _embedding,
 }
 
-#: The tasks :func:`strong_attack` has a preset for.
+#: The tasks :func:`strong_attack` has a built-in preset for (registered tasks bring theirs:
+#: :attr:`ssl_robust.tasks.TaskSpec.make_strong_attack`).
 STRONG_TASKS = tuple(_PRESETS)
 
 Version = Literal["standard", "plus", "rand"]
@@ -234,10 +232,27 @@ def _with_square(members: list[Attack], queries: int, generator: Any) -> list[At
     return [*members, square]
 
 
+def _registered(model: Any, task: str, options: dict[str, Any]) -> Ensemble:
+    """The strong attack of a registered task, through its TaskSpec (looked up late: the
+    tasks module builds on the attacks)."""
+    from ..tasks import get_task, list_tasks
+
+    if not isinstance(task, str) or task not in list_tasks():
+        valid = [*STRONG_TASKS, *(t for t in list_tasks() if t not in STRONG_TASKS)]
+        _checks.check_choice("task", task, valid)
+    spec = get_task(task)
+    info = options.pop("info", None)
+    if info is None:
+        head = getattr(_checks.inner_module(model), "adaptor", None)
+        info = spec.head_info(head if head is not None else model)
+    attack: Ensemble = spec.make_strong_attack(model, info, **options)
+    return attack
+
+
 def strong_attack(
     model: nn.Module | Callable[[Tensor], Any],
     *,
-    task: Task,
+    task: str,
     eps: float = 8 / 255,
     norm: Literal["linf", "l2"] = "linf",
     steps: int = 100,
@@ -274,7 +289,10 @@ def strong_attack(
 
     Args:
         model: the model under attack (logits, segmentation logits, depth, or an encoder).
-        task: one of ``"classification"``, ``"segmentation"``, ``"depth"``, ``"embedding"``.
+        task: one of ``"classification"``, ``"segmentation"``, ``"depth"``, ``"embedding"``,
+            or a registered task (:func:`ssl_robust.tasks.register_task`), whose
+            :attr:`~ssl_robust.tasks.TaskSpec.make_strong_attack` builds the ensemble (an
+            ``info=`` option gives it the dataset facts; default: the model's head's).
         eps: radius of the threat model on the [0, 1] scale.
         norm: ``"linf"`` or ``"l2"``.
         steps: steps per member (and per target class for APGD-T).
@@ -300,13 +318,21 @@ def strong_attack(
         >>> [type(a).__name__ for a in plus.attacks]
         ['APGD', 'APGD', 'Square']
     """
-    task = _checks.check_choice("task", task, STRONG_TASKS)  # type: ignore[assignment]
     version = _checks.check_choice("version", version, STRONG_VERSIONS)  # type: ignore[assignment]
-    common = {"eps": eps, "norm": norm, "steps": steps, "generator": generator, "schedule": "apgd"}
-    if version == "rand":
-        options = {"eot_iter": 20, **options}
-    members = _PRESETS[task](model, common, options)
+    queries = _checks.check_int("square_queries", square_queries, minimum=1)
+    if task not in STRONG_TASKS:  # a registered task: its preset, then the version on top
+        more = {"eps": eps, "norm": norm, "steps": steps, "generator": generator, **options}
+        members = list(_registered(model, task, more).attacks)
+        if version == "rand":
+            eot = check_eot_iter(options.get("eot_iter", 20))
+            for member in members:
+                member.eot_iter = eot
+    else:
+        common: dict[str, Any] = {"eps": eps, "norm": norm, "steps": steps}
+        common.update(generator=generator, schedule="apgd")
+        if version == "rand":
+            options = {"eot_iter": 20, **options}
+        members = _PRESETS[task](model, common, options)
     if version == "plus":
-        queries = _checks.check_int("square_queries", square_queries, minimum=1)
         members = _with_square(members, queries, generator)
     return Ensemble(members)

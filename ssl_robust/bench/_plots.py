@@ -11,12 +11,13 @@ import numpy as np
 import torch
 
 from .._checks import SSLRobustValueError
-from ._schema import TASKS, encoder_type_label, task_info, validate_results
+from ._schema import encoder_type_label, ordered_tasks, task_info, validate_results
 
 __all__ = ["load_matplotlib", "write_figures"]
 
 _DPI = 120
 _IGNORE = 255
+_BUILT_IN_KINDS = ("label", "mask", "depth")
 _GALLERY_KEYS = (
     "images",
     "embed_adv",
@@ -163,14 +164,29 @@ def _load_gallery(path: Path, task: str) -> dict[str, torch.Tensor]:
                 f"gallery {path}: 'images' and {key!r} must both have shape (n, 3, H, W); got "
                 f"{img_shape} and {tuple(data[key].shape)}"
             )
-    want = (n, *img_shape[2:]) if task_info(task).dense else (n,)
+    info = task_info(task)
+    want = (n, *img_shape[2:]) if info.dense else (n,)
     for key in ("target", "pred_clean", "pred_embed", "pred_task"):
-        if tuple(data[key].shape) != want:
+        shape = tuple(data[key].shape)
+        if info.target_key not in _BUILT_IN_KINDS:  # a registered task: (n, ..., H, W) or (n, ...)
+            ok = shape[:1] == (n,) and (not info.dense or shape[-2:] == tuple(img_shape[2:]))
+            want = (n, "...", *img_shape[2:]) if info.dense else (n, "...")  # type: ignore[assignment]
+        else:
+            ok = shape == want
+        if not ok:
             raise SSLRobustValueError(
                 f"gallery {path} ({task}): {key!r} must have shape {want}; got "
                 f"{tuple(data[key].shape)}"
             )
     return {k: data[k].detach().cpu() for k in _GALLERY_KEYS}
+
+
+def _scalar(value: torch.Tensor) -> str:
+    """A label as text: an integer class, else the first value of a registered task's target."""
+    flat = value.flatten()
+    if not value.is_floating_point() and flat.numel() == 1:
+        return str(int(flat[0]))
+    return f"{float(flat[0]):.2f}" if flat.numel() else "–"
 
 
 def _hwc(images: torch.Tensor) -> np.ndarray:
@@ -230,12 +246,18 @@ def _gallery(entry: Mapping[str, Any], data: dict[str, torch.Tensor], path: Path
         nonlocal depth_im
         if kind == "mask":
             ax.imshow(_mask_rgb(value, palette), interpolation="nearest")
+        elif kind not in _BUILT_IN_KINDS:  # a registered task: 3 channels as RGB, else a map
+            v = value.float()
+            if v.ndim == 3 and v.shape[0] == 3:
+                ax.imshow((0.5 + 0.5 * v).clamp(0, 1).permute(1, 2, 0).numpy())
+            else:
+                ax.imshow(v.reshape(-1, *v.shape[-2:])[0].numpy(), cmap="viridis")
         else:
             arr = value.float().numpy()
             depth_im = ax.imshow(arr, cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest")
 
     for r, row in enumerate(axes):
-        label = int(data["target"][r]) if cls else None
+        label = _scalar(data["target"][r]) if cls else None
         row[0].imshow(_hwc(data["images"][r : r + 1])[0], interpolation="nearest")
         if cls:
             row[0].set_xlabel(f"label {label}", fontsize=7)
@@ -246,8 +268,8 @@ def _gallery(entry: Mapping[str, Any], data: dict[str, torch.Tensor], path: Path
             pred = data[key][r]
             if cls:
                 ax.imshow(_hwc(shown[r : r + 1])[0], interpolation="nearest")
-                color = "green" if int(pred) == label else "red"
-                ax.set_xlabel(f"pred {int(pred)}", fontsize=7, color=color)
+                color = "green" if _scalar(pred) == label else "red"
+                ax.set_xlabel(f"pred {_scalar(pred)}", fontsize=7, color=color)
             else:
                 show_dense(ax, pred)
         if not cls:
@@ -309,7 +331,7 @@ def write_figures(results: Mapping[str, Any], out_dir: str | Path) -> list[Path]
     fig_dir = out / "figures"
     written: list[Path] = []
     curves = results.get("curves") or []
-    for task in TASKS:
+    for task in ordered_tasks({c["task"] for c in curves}):
         subset = [c for c in curves if c["task"] == task]
         if subset:
             written.append(_eps_curves(task, subset, fig_dir / f"eps_curves_{task}.png"))

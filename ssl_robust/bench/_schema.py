@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .._checks import SSLRobustValueError
-from ..tasks import TASKS, TaskSpec, get_task
+from ..tasks import TASKS, TaskSpec, get_task, list_tasks, table_number
 
 __all__ = [
     "ATTACKS",
@@ -29,7 +29,11 @@ __all__ = [
     "TASKS",
     "encoder_type_label",
     "load_results",
+    "ordered_tasks",
+    "suite_columns",
+    "suite_label",
     "task_info",
+    "task_unknown",
     "validate_results",
 ]
 
@@ -58,6 +62,40 @@ GALLERY_FIELDS: tuple[str, ...] = (*_ID_FIELDS, "file")
 CHECK_FIELDS: tuple[str, ...] = (*_ID_FIELDS, "attack", "status", "failed", "warned", "report")
 CHECK_STATUSES: tuple[str, ...] = ("pass", "warn", "fail", "skip")
 _ENCODER_TYPES: dict[str, str] = {"standard": "Standard", "deacl": "DeACL"}
+
+
+def suite_columns() -> list[str]:
+    """The row keys of the attack suites beyond the paper's (``strong_attack``, registered
+    suites' columns), in registration order."""
+    from .suites import get_suite, list_suites
+
+    columns = [get_suite(name).column for name in list_suites()]
+    return [*OPTIONAL_ROW_FIELDS, *(c for c in columns if c not in OPTIONAL_ROW_FIELDS)]
+
+
+def suite_label(column: str) -> str:
+    """The table title of a suite column."""
+    from .suites import get_suite, list_suites
+
+    for name in list_suites():
+        if get_suite(name).column == column:
+            return get_suite(name).label
+    return column
+
+
+def task_unknown(task: object) -> str:
+    """The registry's "unknown task" message (registered names, failed plugins)."""
+    try:
+        get_task(task)  # type: ignore[arg-type]
+    except SSLRobustValueError as err:
+        return str(err)
+    return f"unknown task {task!r}"  # pragma: no cover
+
+
+def ordered_tasks(present: Any) -> list[str]:
+    """The tasks in ``present`` in table order (the paper's three first)."""
+    known = [t for t in list_tasks() if t in set(present)]
+    return sorted(known, key=table_number)
 
 
 def task_info(task: str) -> TaskSpec:
@@ -90,10 +128,8 @@ def _check_record(record: object, fields: Sequence[str], where: str) -> Mapping[
             )
     if "task" in fields:
         task = record["task"]
-        if task not in TASKS:
-            raise SSLRobustValueError(
-                f"{where}: unknown task {task!r}; valid tasks are: {', '.join(TASKS)}"
-            )
+        if task not in list_tasks():
+            raise SSLRobustValueError(f"{where}: {task_unknown(task)}")
     if "metric" in fields and record["metric"] != get_task(record["task"]).metric_key:
         raise SSLRobustValueError(
             f"{where}: task {record['task']!r} reports metric "
@@ -136,7 +172,7 @@ def validate_results(results: object) -> None:
         >>> try:
         ...     validate_results({"rows": [{**row, "task": "detection"}]})
         ... except ValueError as err:
-        ...     print(err)
+        ...     print(str(err).split(" (")[0])
         rows[0]: unknown task 'detection'; valid tasks are: classification, segmentation, depth
     """
     if not isinstance(results, Mapping):
@@ -153,7 +189,7 @@ def validate_results(results: object) -> None:
         rec = _check_record(row, ROW_FIELDS, f"rows[{i}]")
         for key in ("clean", "embed_attack", "task_attack"):
             _check_value(rec[key], f"rows[{i}][{key!r}]")
-        for key in OPTIONAL_ROW_FIELDS:
+        for key in suite_columns():
             if key in rec:
                 _check_value(rec[key], f"rows[{i}][{key!r}]")
     for i, curve in enumerate(_section(results, "curves")):

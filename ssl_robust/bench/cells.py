@@ -25,6 +25,7 @@ from ..runtime import rank_world
 from ..tasks import get_task
 from .context import RunContext
 from .spec import DatasetSpec, EncoderSpecEntry
+from .suites import SuiteSpec, get_suite
 
 __all__ = ["evaluate_cells"]
 
@@ -70,12 +71,15 @@ def _task_attack(ctx: RunContext, info: DatasetInfo, eps: float) -> Callable[[nn
     return make
 
 
-def _strong_attack(
-    ctx: RunContext, info: DatasetInfo, eps: float
-) -> Callable[[nn.Module], Ensemble]:
-    def make(model: nn.Module) -> Ensemble:
+def _suite_attack(
+    ctx: RunContext, suite: SuiteSpec, info: DatasetInfo, eps: float
+) -> Callable[[nn.Module], Attack | Ensemble]:
+    def make(model: nn.Module) -> Attack | Ensemble:
         task = get_task(str(getattr(head_of(model), "task", "")))
-        return task.make_strong_attack(model, info, eps=eps, steps=ctx.spec.attack.strong_steps)
+        attack: Attack | Ensemble = suite.make_attack(
+            model, task, info, eps=eps, settings=ctx.spec.attack
+        )
+        return attack
 
     return make
 
@@ -95,8 +99,10 @@ def _attacks(
         f"embed_attack{suffix}": embed,
         f"task_attack{suffix}": _task_attack(ctx, info, eps),
     }
-    if "strong" in suite:
-        attacks[f"strong_attack{suffix}"] = _strong_attack(ctx, info, eps)
+    for name in suite:
+        if name != "paper":
+            spec = get_suite(name)
+            attacks[f"{spec.column}{suffix}"] = _suite_attack(ctx, spec, info, eps)
     return attacks
 
 
@@ -242,8 +248,10 @@ def _store_task(
         "embed_attack": main["embed_attack"],
         "task_attack": main["task_attack"],
     }
-    if "strong_attack" in main:
-        row["strong_attack"] = main["strong_attack"]
+    for name in ctx.spec.attack.suite:
+        column = get_suite(name).column if name != "paper" else None
+        if column is not None and column in main:
+            row[column] = main[column]
     logger.info(
         "%s %s %s: clean %.3f, EmbedAttack %.3f, %s %.3f%s",
         ident["encoder"], ident["dataset"], task, row["clean"], row["embed_attack"],

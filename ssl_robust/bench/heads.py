@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..adaptors import PRESETS, SlidingWindow, TaskModel, fit
+from ..adaptors import SlidingWindow, TaskModel, fit
 from ..data.base import DatasetInfo
 from ..encoders import Encoder
 from ..runtime import barrier, broadcast_module
@@ -34,7 +34,7 @@ def trained_model(
         torch.manual_seed(ctx.spec.seed)
         head: nn.Module = spec.make_head(encoder.embed_dim, info, **hs.options)
     model = TaskModel(spec.encoder_view(encoder), head).to(ctx.device)  # type: ignore[arg-type]
-    crops = PRESETS[task].crop and ds.window is not None  # trained on crops: sliding window
+    crops = spec.fit_preset.crop and ds.window is not None  # trained on crops: sliding window
     evaluated: nn.Module = model
     if crops and ds.window is not None:
         evaluated = SlidingWindow(model, window=ds.window, stride=ds.window // 2)
@@ -47,7 +47,7 @@ def trained_model(
     train = ctx.training_data(ds, ds.train_split, subset=hs.train_size, seed=ctx.spec.seed)
     loader = torch.utils.data.DataLoader(
         train,
-        batch_size=hs.batch_size or PRESETS[task].batch_size,
+        batch_size=hs.batch_size or spec.fit_preset.batch_size,
         shuffle=True,
         generator=torch.Generator().manual_seed(ctx.spec.seed),
     )

@@ -1,8 +1,10 @@
 """``ssl-robust bench --dry-run``: check a config and estimate its cost without running it.
 
-:func:`plan_benchmark` opens every dataset split the run reads (a missing root or a wrong
-layout fails here, with the expected layout), checks every weights file, builds each encoder
-architecture (random weights, no download) to count its parameters, and lists the cells:
+:func:`plan_benchmark` checks and opens every dataset split the run reads with
+:func:`ssl_robust.data.check_dataset` (a missing root or a wrong layout fails here, with the
+expected layouts; one sample per split is read and its targets checked), checks every
+weights file, builds each encoder architecture (random weights, no download) to count its
+parameters, and lists the cells:
 encoders × datasets × tasks × attacks, with the forward passes they take and an estimate of
 the peak memory of one rank. A plan whose estimate exceeds the memory of the machine (the
 GPU's for a CUDA run, the RAM for a CPU run) is refused with the figures.
@@ -18,11 +20,13 @@ from typing import Any
 import torch
 
 from .. import _checks
+from ..data import check_dataset
 from ..encoders import create_encoder
 from ..runtime import parse_device
 from ..tasks import get_task
 from .data import dataset_info, open_dataset
 from .spec import BenchSpec
+from .suites import get_suite
 
 __all__ = ["BenchPlan", "machine_memory", "plan_benchmark"]
 
@@ -124,7 +128,10 @@ def plan_benchmark(spec: BenchSpec, *, world_size: int = 1, device: str | None =
     peak_act = 0
     for ds in spec.datasets:
         info = None
-        for split in dict.fromkeys((ds.train_split, ds.eval_split)):
+        read = (ds.train_split, ds.eval_split) if ds.tasks else (ds.train_split,)  # DeACL only
+        for split in dict.fromkeys(read):
+            if ds.dataset != "shapes":  # the checks of `ssl-robust data check`
+                check_dataset(ds.dataset, ds.root, split=split, **ds.options).raise_if_unusable()
             data = open_dataset(ds, split, subset=ev.subset if split == ds.eval_split else None,
                                 seed=ev.seed)  # fmt: skip
             info = dataset_info(data)
@@ -156,6 +163,9 @@ def plan_benchmark(spec: BenchSpec, *, world_size: int = 1, device: str | None =
                     )  # fmt: skip
                     attacks.append(f"strong_attack ({runs} runs)")
                     per_image += 2 + runs * (a.strong_steps + 2)
+                for name in a.suite:
+                    if name not in ("paper", "strong"):  # registered suites: steps unknown
+                        attacks.append(f"{get_suite(name).column} (forwards not estimated)")
                 curve_imgs = min(a.curve_subset, n_eval)
                 forwards = n_eval * per_image + curve_imgs * len(a.curve_eps) * 2 * (a.steps + 2)
                 plan.cells.append(

@@ -1,8 +1,9 @@
 """Benchmark report: turn a benchmark output directory into tables and figures.
 
 :func:`render_report` reads ``DIR/results.json`` (written by ``ssl-robust bench --out DIR``) and
-writes ``DIR/results.csv``, ``DIR/tables.md`` (the layout of Tables 1–3 of Lorenz et al.) and,
-when matplotlib is installed, PNG figures under ``DIR/figures/`` (see :func:`write_figures`).
+writes ``DIR/results.csv``, ``DIR/tables.md`` (the layout of Tables 1–3 of Kowalczuk et al.
+2024) and, when matplotlib is installed, PNG figures under ``DIR/figures/`` (see
+:func:`write_figures`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from ..reliability import EvaluationReport
 from ..runtime import atomic_write_json
+from ..tasks import table_number
 from ._plots import load_matplotlib, write_figures
 from ._schema import (
     OPTIONAL_ROW_FIELDS,
@@ -23,6 +25,9 @@ from ._schema import (
     TASKS,
     encoder_type_label,
     load_results,
+    ordered_tasks,
+    suite_columns,
+    suite_label,
     task_info,
     validate_results,
 )
@@ -104,11 +109,12 @@ def _task_table(
     info = task_info(task)
     label = f"{info.metric_label} {info.arrow}"
     columns = [("EmbedAttack", "embed_attack"), (info.attack_label, "task_attack")]
-    if any(row.get("strong_attack") is not None for row in rows):
-        columns.append(("strong_attack", "strong_attack"))
+    for column in suite_columns():
+        if any(row.get(column) is not None for row in rows):
+            columns.append((suite_label(column), column))
     header = " | ".join(f"{name} {label}" for name, _ in columns)
     lines = [
-        f"### Table {info.table}: {task} {info.metric_text} ({info.arrow})",
+        f"### Table {table_number(info)}: {task} {info.metric_text} ({info.arrow})",
         "",
         f"| Dataset | Encoder | Encoder Type | Clean {label} | {header} |",
         "|---|---|---|---|" + "---|" * len(columns),
@@ -165,14 +171,16 @@ def write_tables(results: Mapping[str, Any], out_dir: str | Path) -> dict[str, P
     """Write ``results.csv`` and ``tables.md`` (the paper's Tables 1–3) into ``out_dir``.
 
     ``results.csv`` holds one line per row with the columns ``task, dataset, encoder,
-    encoder_type, metric, clean, embed_attack, task_attack, strong_attack`` (values at full
-    precision; missing values, None or NaN, and attacks not run are empty cells). A table
+    encoder_type, metric, clean, embed_attack, task_attack, strong_attack`` and the column
+    of every registered attack suite present (values at full precision; missing values,
+    None or NaN, and attacks not run are empty cells). A table
     gets a ``strong_attack`` column when any of its rows has one (``suite = ["paper",
     "strong"]``).
     ``tables.md`` holds one Markdown table per task present (classification, segmentation,
-    depth), rows sorted by dataset, encoder and encoder type (Standard before DeACL), values
-    with two decimals (``–`` when missing), and under each table the relative change of every
-    attack against the clean value.
+    depth as Tables 1–3, then registered tasks numbered after them, see
+    :func:`~ssl_robust.tasks.table_number`), rows sorted by dataset, encoder and encoder
+    type (Standard before DeACL), values with two decimals (``–`` when missing), and under
+    each table the relative change of every attack against the clean value.
 
     Args:
         results: a results dict following the ``results.json`` contract.
@@ -202,7 +210,10 @@ def write_tables(results: Mapping[str, Any], out_dir: str | Path) -> dict[str, P
     csv_path = out / "results.csv"
     with csv_path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        fields = (*ROW_FIELDS, *OPTIONAL_ROW_FIELDS)
+        extra = [
+            c for c in suite_columns()[len(OPTIONAL_ROW_FIELDS) :] if any(c in r for r in rows)
+        ]
+        fields = (*ROW_FIELDS, *OPTIONAL_ROW_FIELDS, *extra)
         writer.writerow(fields)
         for row in rows:
             writer.writerow([_csv_cell(row.get(k)) for k in fields])
@@ -211,7 +222,7 @@ def write_tables(results: Mapping[str, Any], out_dir: str | Path) -> dict[str, P
     versions = results.get("versions")
     if isinstance(versions, Mapping) and versions:
         lines += [" · ".join(f"{k} {v}" for k, v in versions.items()), ""]
-    present = [t for t in TASKS if any(r["task"] == t for r in rows)]
+    present = ordered_tasks({r["task"] for r in rows})
     if not present:
         lines += ["_No results._", ""]
     checks = _checks_by_cell(results)

@@ -32,9 +32,9 @@ from .cells import evaluate_cells
 from .context import RunContext
 from .data import dataset_info, open_dataset
 from .heads import trained_model
-from .history import deacl_encoder
 from .spec import BenchSpec, EncoderSpecEntry
 from .store import ResultsStore
+from .suites import get_defense
 
 __all__ = ["run_benchmark"]
 
@@ -63,7 +63,8 @@ class _Encoders:
         else:
             base_entry = next(e for e in spec.encoders if e.name == entry.deacl.base)
             eval_ds = next(d for d in spec.datasets if d.name == entry.deacl.dataset)
-            enc = deacl_encoder(self.ctx, entry, self(base_entry), eval_ds)
+            defense = get_defense(entry.deacl.method)
+            enc = defense.fine_tune(self.ctx, entry, self(base_entry), eval_ds)
         enc = enc.to(self.ctx.device).eval()
         enc.requires_grad_(False)
         self.built[entry.name] = enc

@@ -16,10 +16,12 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from .. import _checks
-from ..tasks import TASKS
+from ..registry import import_plugin
+from ..tasks import check_task_name
+from .suites import get_defense, list_suites
 
 __all__ = [
     "DEFAULT_DEACL_WEIGHTS",
@@ -141,7 +143,9 @@ class HeadSpec:
 
 @dataclass(frozen=True)
 class DeACLSpec:
-    """DeACL fine-tuning of another encoder entry (paper §3.3).
+    """Robust fine-tuning of another encoder entry: DeACL (paper §3.3) or any registered
+    defense (``[encoders.defense]``; ``[encoders.deacl]`` is the same table with
+    ``method = "deacl"``).
 
     Attributes:
         base: name of the encoder entry to fine-tune.
@@ -151,6 +155,8 @@ class DeACLSpec:
         config: overrides of :class:`~ssl_robust.defenses.DeACLConfig` (e.g. epochs, lr).
         checkpoint: use an existing DeACL checkpoint or exported student weights instead of
             training (then ``base`` gives the architecture).
+        method: the defense (:func:`~ssl_robust.bench.register_defense`), ``"deacl"`` by
+            default.
     """
 
     base: str
@@ -159,8 +165,10 @@ class DeACLSpec:
     batch_size: int = 128
     config: Mapping[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None
+    method: str = "deacl"
 
     def __post_init__(self) -> None:
+        get_defense(self.method)
         _checks.check_int("deacl.batch_size", self.batch_size, minimum=1)
         if self.train_size is not None:
             _checks.check_int("deacl.train_size", self.train_size, minimum=1)
@@ -176,7 +184,10 @@ class EncoderSpecEntry:
             from the base entry when empty).
         weights: checkpoint path (``create_encoder(weights=)``).
         pretrained: fetch / load the registry's pretrained weights.
-        deacl: fine-tune another entry with DeACL (makes this a "deacl" encoder).
+        deacl: fine-tune another entry (DeACL, or ``deacl.method``): the encoder type
+            becomes the method's name (``"deacl"``).
+        defense: the same table under its general name (``[encoders.defense]``); stored
+            in ``deacl``.
         options: extra ``create_encoder`` keywords (e.g. ``layer``, ``norm``).
     """
 
@@ -186,10 +197,22 @@ class EncoderSpecEntry:
     pretrained: bool = False
     deacl: DeACLSpec | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    defense: DeACLSpec | None = None
+
+    def __post_init__(self) -> None:
+        if self.defense is not None:
+            if self.deacl is not None:
+                raise _checks.SSLRobustValueError(
+                    f"encoder {self.name!r}: give [encoders.defense] or its older name "
+                    "[encoders.deacl], not both"
+                )
+            object.__setattr__(self, "deacl", self.defense)
+            object.__setattr__(self, "defense", None)
 
     @property
-    def encoder_type(self) -> Literal["standard", "deacl"]:
-        return "deacl" if self.deacl is not None else "standard"
+    def encoder_type(self) -> str:
+        """``"standard"``, or the defense's name (``"deacl"``)."""
+        return self.deacl.method if self.deacl is not None else "standard"
 
 
 @dataclass(frozen=True)
@@ -236,7 +259,7 @@ class DatasetSpec:
                     f"{self.image_size}; got {self.window}"
                 )
         for task in self.tasks:
-            _checks.check_choice(f"datasets[{self.name!r}].tasks", task, TASKS)
+            check_task_name(f"datasets[{self.name!r}].tasks", task)
         _checks.check_int("image_size", self.image_size, minimum=8)
 
 
@@ -274,6 +297,8 @@ class BenchSpec:
             each rank takes the GPU of its ``LOCAL_RANK``).
         seed: seed of head training and attacks.
         threads: CPU threads for torch (None keeps torch's default).
+        plugins: modules imported before the config is checked (uninstalled code that
+            registers tasks, encoders, datasets, suites or defenses).
     """
 
     encoders: tuple[EncoderSpecEntry, ...]
@@ -285,8 +310,10 @@ class BenchSpec:
     device: str = "cpu"
     seed: int = 0
     threads: int | None = None
+    plugins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "plugins", tuple(self.plugins))
         if not self.encoders or not any(d.tasks for d in self.datasets):
             raise _checks.SSLRobustValueError(
                 "a benchmark needs at least one encoder and one dataset with tasks"
@@ -313,7 +340,7 @@ class BenchSpec:
             elif not e.registry:
                 raise _checks.SSLRobustValueError(f"encoder {e.name!r} needs registry=")
         for task in self.heads:
-            _checks.check_choice("heads", task, TASKS)
+            check_task_name("heads", task)
         if not isinstance(self.device, str) or not _DEVICE.match(self.device):
             raise _checks.SSLRobustValueError(
                 f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps'; got {self.device!r}"
@@ -326,8 +353,13 @@ class BenchSpec:
     def fingerprint(self) -> str:
         """Hash of everything that changes results (not ``out``/``device``/``threads``)."""
         d = self.to_dict()
-        for key in ("out", "device", "threads"):
+        for key in ("out", "device", "threads", "plugins"):
             d.pop(key, None)
+        for e in d["encoders"]:  # keys added later, at their defaults: the same hash as before
+            if e.get("defense") is None:
+                e.pop("defense", None)
+            if isinstance(e.get("deacl"), dict) and e["deacl"].get("method") == "deacl":
+                e["deacl"].pop("method")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -349,7 +381,7 @@ def _build(cls: type[T], data: object, where: str, **nested: Any) -> T:
         )
     kwargs = dict(data)
     kwargs.update({k: v for k, v in nested.items() if k in kwargs})
-    for key in ("tasks", "curve_eps"):
+    for key in ("tasks", "curve_eps", "plugins"):
         if key in kwargs and isinstance(kwargs[key], list):
             kwargs[key] = tuple(kwargs[key])
     try:
@@ -362,12 +394,22 @@ def spec_from_dict(data: Mapping[str, Any]) -> BenchSpec:
     """Build a :class:`BenchSpec` from parsed TOML (or JSON) data."""
     if not isinstance(data, Mapping):
         raise _checks.SSLRobustTypeError("a benchmark config must be a table of keys")
+    plugins = data.get("plugins", [])
+    if not isinstance(plugins, (list, tuple)) or not all(isinstance(p, str) for p in plugins):
+        raise _checks.SSLRobustTypeError(f"plugins must be a list of module names; got {plugins!r}")
+    for module in plugins:  # imported first: they register tasks, datasets, suites, ...
+        import_plugin(module)
     encoders = []
     for i, raw in enumerate(data.get("encoders", [])):
         deacl = None
+        defense = None
         if isinstance(raw, Mapping) and raw.get("deacl") is not None:
             deacl = _build(DeACLSpec, raw["deacl"], f"encoders[{i}].deacl")
-        encoders.append(_build(EncoderSpecEntry, raw, f"encoders[{i}]", deacl=deacl))
+        if isinstance(raw, Mapping) and raw.get("defense") is not None:
+            defense = _build(DeACLSpec, raw["defense"], f"encoders[{i}].defense")
+        encoders.append(
+            _build(EncoderSpecEntry, raw, f"encoders[{i}]", deacl=deacl, defense=defense)
+        )
     datasets = [
         _build(DatasetSpec, raw, f"datasets[{i}]") for i, raw in enumerate(data.get("datasets", []))
     ]
@@ -406,12 +448,13 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise _checks.SSLRobustValueError(f"{path} is not valid TOML: {exc}") from None
 
 
-#: The attack suites a benchmark can run.
+#: The built-in attack suites (every registered one: ``list_suites()``).
 SUITES: tuple[str, ...] = ("paper", "strong")
 
 
 def parse_suite(value: object) -> tuple[str, ...]:
-    """Check an attack suite: ``"paper"``, ``"paper,strong"`` or a list of those names.
+    """Check an attack suite: ``"paper"``, ``"paper,strong"`` or a list of those names
+    (``"paper"`` and any registered suite, :func:`~ssl_robust.bench.register_suite`).
 
     Example:
         >>> parse_suite("paper,strong")
@@ -419,23 +462,27 @@ def parse_suite(value: object) -> tuple[str, ...]:
         >>> parse_suite(["paper"])
         ('paper',)
     """
+    valid = ("paper", *list_suites())
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
         raise _checks.SSLRobustTypeError(
-            f"attack.suite must be a list of names from {list(SUITES)}; got {value!r}"
+            f"attack.suite must be a list of names from {list(valid)}; got {value!r}"
         )
     names = tuple(v.strip() for v in items)
-    unknown = [v for v in names if v not in SUITES]
+    unknown = [v for v in names if v not in valid]
     if unknown:
+        from ..registry import plugin_note
+
         raise _checks.SSLRobustValueError(
-            f"attack.suite: unknown suite {unknown[0]!r}; valid suites are: {', '.join(SUITES)}"
+            f"attack.suite: unknown suite {unknown[0]!r}; valid suites are: "
+            f"{', '.join(valid)}{plugin_note()}"
         )
     if "paper" not in names or len(set(names)) != len(names):
         raise _checks.SSLRobustValueError(
             f"attack.suite must contain 'paper' (the tables' columns) once, optionally with "
-            f"'strong'; got {list(names)}"
+            f"{', '.join(repr(v) for v in valid[1:])}; got {list(names)}"
         )
-    return tuple(s for s in SUITES if s in names)
+    return tuple(s for s in valid if s in names)
 
 
 def load_spec(path: str | Path) -> BenchSpec:

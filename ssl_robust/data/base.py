@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -25,7 +25,9 @@ __all__ = [
     "subset_indices",
 ]
 
-Task = Literal["classification", "segmentation", "depth"]
+#: A task name: a plain string ("classification", "segmentation", "depth" are built in;
+#: :func:`ssl_robust.tasks.register_task` adds more).
+Task = str
 
 
 class Sample(TypedDict):

@@ -2,7 +2,9 @@
 
 CIFAR and STL-10 are read from their original files directly (torchvision's classes insist on
 the md5 of the full release); VOC 2012 and Cityscapes go through torchvision's readers; ADE20K
-and NYU-Depth v2 have their own folder readers. Every reader returns :class:`Sample` dicts.
+has its own folder reader. ImageNet (:mod:`.imagenet`), NYU-Depth v2 (:mod:`.nyu`) and Hugging
+Face datasets on disk (:mod:`.hf`) have their own modules. Every reader returns :class:`Sample`
+dicts.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,8 +27,6 @@ __all__ = [
     "CIFAR",
     "STL10",
     "Cityscapes",
-    "ImageNet",
-    "NYUDepthV2",
     "VOCSegmentation",
 ]
 
@@ -47,6 +48,49 @@ def _image_tensor(img: Image.Image) -> Tensor:
 def _split(split: str, choices: dict[str, str]) -> str:
     _checks.check_choice("split", split, tuple(choices))
     return choices[split]
+
+
+# What the official CIFAR pickles hold (numpy arrays inside dicts and lists, written by
+# Python 2 or 3); nothing else may be looked up, so an untrusted file never runs code.
+_PICKLE_ALLOWED = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+)
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, fh: object, path: Path) -> None:
+        super().__init__(fh, encoding="latin1")  # type: ignore[arg-type]
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) in _PICKLE_ALLOWED:
+            return super().find_class(module, name)
+        raise _checks.SSLRobustValueError(
+            f"{self.path}: refusing to unpickle {module}.{name}; a CIFAR file holds only numpy "
+            "arrays, lists and dicts (is it the official file? a pickle can run code, so "
+            "nothing else is loaded)"
+        )
+
+
+def restricted_pickle_load(path: Path) -> object:
+    """Unpickle a CIFAR batch file allowing only numpy arrays and builtin containers.
+
+    Raises:
+        SSLRobustValueError: the file names anything else (e.g. ``os.system``), which is
+            never imported or called.
+    """
+    with open(path, "rb") as fh:
+        return _RestrictedUnpickler(fh, path).load()
 
 
 class CIFAR(SampleDataset):
@@ -73,16 +117,15 @@ class CIFAR(SampleDataset):
         data: list[np.ndarray] = []
         labels: list[int] = []
         for f in files:
-            with open(base / f, "rb") as fh:
-                entry = pickle.load(fh, encoding="latin1")  # the official format is a pickle
+            entry: dict[str, Any] = restricted_pickle_load(base / f)  # type: ignore[assignment]
             data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels.extend(int(v) for v in entry[label_key])
         self.data = torch.from_numpy(np.concatenate(data))
         self.labels = torch.tensor(labels, dtype=torch.int64)
         class_names: tuple[str, ...] = ()
         if (base / meta).is_file():
-            with open(base / meta, "rb") as fh:
-                class_names = tuple(pickle.load(fh, encoding="latin1").get(key, ()))
+            names_of = restricted_pickle_load(base / meta)
+            class_names = tuple(names_of.get(key, ()))  # type: ignore[attr-defined]
         self.info = DatasetInfo(
             name=f"cifar{classes}", tasks=("classification",), num_classes=classes,
             class_names=class_names,
@@ -121,52 +164,6 @@ class STL10(SampleDataset):
 
     def _load(self, index: int) -> Sample:
         return Sample(image=self.data[index].float() / 255.0, label=self.labels[index])
-
-
-class ImageNet(SampleDataset):
-    """ImageNet-1k (or any class-per-folder data) in the usual ImageFolder layout.
-
-    Layout: ``root/{train,val}/<class>/<image>.{JPEG,jpg,png}``, with the validation images
-    sorted into class folders (as torchvision's ``ImageFolder`` and most training scripts
-    expect). Classes are the sorted folder names of ``train`` (of the split itself when there
-    is no ``train``), so both splits share the label indices. Images keep their size: give a
-    transform (e.g. :func:`~ssl_robust.data.eval_transform`) to batch them.
-    """
-
-    _EXTENSIONS = (".jpeg", ".jpg", ".png")
-
-    def __init__(self, root: str | Path, split: str, *, transform: Transform = None) -> None:
-        super().__init__(transform=transform)
-        root = Path(root)
-        part = _split(split, {"train": "train", "val": "val"})
-        folder = root / part
-        layout = f"  {root}/{{train,val}}/<class>/<image>.JPEG"
-        if not folder.is_dir():
-            raise _missing("ImageNet", root, layout)
-        reference = root / "train" if (root / "train").is_dir() else folder
-        classes = sorted(p.name for p in reference.iterdir() if p.is_dir())
-        index = {c: i for i, c in enumerate(classes)}
-        self.samples = [
-            (path, index[d.name])
-            for d in sorted(p for p in folder.iterdir() if p.is_dir() and p.name in index)
-            for path in sorted(d.iterdir())
-            if path.suffix.lower() in self._EXTENSIONS
-        ]
-        if not self.samples:
-            raise _missing("ImageNet", root, layout)
-        self.info = DatasetInfo(
-            name="imagenet", tasks=("classification",), num_classes=len(classes),
-            class_names=tuple(classes),
-        )  # fmt: skip
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def _load(self, index: int) -> Sample:
-        path, label = self.samples[index]
-        with Image.open(path) as img:
-            image = _image_tensor(img)
-        return Sample(image=image, label=torch.tensor(label, dtype=torch.int64))
 
 
 class _PairFolder(SampleDataset):
@@ -271,36 +268,3 @@ class ADE20K(_PairFolder):
         mask = torch.from_numpy(target.astype(np.int64))
         mask = torch.where(mask == 0, 255, mask - 1)
         return Sample(image=image, mask=mask)
-
-
-class NYUDepthV2(_PairFolder):
-    """NYU-Depth v2 as image / 16-bit depth PNG pairs (depth in millimetres, 0 = invalid).
-
-    Layout: ``root/{train,test}/rgb/<name>.{png,jpg}`` and ``root/{train,test}/depth/<name>.png``
-    (uint16, millimetres). Depth is returned in metres, valid in (0, 10].
-    """
-
-    def __init__(self, root: str | Path, split: str, *, transform: Transform = None) -> None:
-        super().__init__(transform=transform)
-        root = Path(root)
-        part = _split(split, {"train": "train", "val": "test", "test": "test"})
-        rgb, depth = root / part / "rgb", root / part / "depth"
-        if not (rgb.is_dir() and depth.is_dir()):
-            raise _missing(
-                "NYU-Depth v2", root,
-                f"  {root}/{{train,test}}/rgb/<name>.png (or .jpg)\n"
-                f"  {root}/{{train,test}}/depth/<name>.png  (uint16, millimetres, 0 = invalid)",
-            )  # fmt: skip
-        self.pairs = [
-            (p, depth / (p.stem + ".png"))
-            for p in sorted([*rgb.glob("*.png"), *rgb.glob("*.jpg")])
-            if (depth / (p.stem + ".png")).is_file()
-        ]
-        self.info = DatasetInfo(
-            name="nyu_depth_v2", tasks=("depth",), min_depth=1e-3, max_depth=10.0
-        )
-
-    def _load(self, index: int) -> Sample:
-        image, target = self._read(index)
-        depth = torch.from_numpy(target.astype(np.float32)) / 1000.0
-        return Sample(image=image, depth=depth)

@@ -2,7 +2,14 @@
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderOutput
 from .checkpoints import WeightsDownloadError, read_checkpoint
-from .registry import EncoderSpec, create_encoder, encoder_spec, list_encoders
+from .registry import (
+    EncoderSpec,
+    create_encoder,
+    encoder_origin,
+    encoder_spec,
+    list_encoders,
+    register_encoder,
+)
 from .vit import VisionTransformer
 from .wrappers import WrappedEncoder, wrap
 
@@ -16,8 +23,10 @@ __all__ = [
     "WeightsDownloadError",
     "WrappedEncoder",
     "create_encoder",
+    "encoder_origin",
     "encoder_spec",
     "list_encoders",
     "read_checkpoint",
+    "register_encoder",
     "wrap",
 ]

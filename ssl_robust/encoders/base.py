@@ -77,8 +77,11 @@ class Encoder(nn.Module):
         self.patch_size = _checks.check_int("patch_size", patch_size, minimum=1)
         # Explicit CPU: the statistics stay real even when the model is built under
         # ``torch.device("meta")`` (checkpoint loading skips the random initialization).
-        mean_t = torch.as_tensor(mean, dtype=torch.float32, device="cpu")
-        std_t = torch.as_tensor(std, dtype=torch.float32, device="cpu")
+        # Stored in float64: ``normalize`` casts them to the images' dtype, so float32 runs see
+        # the same values as before and float64 runs the exact constants (``.float()`` /
+        # ``.half()`` convert them like every buffer).
+        mean_t = torch.as_tensor(mean, dtype=torch.float64, device="cpu")
+        std_t = torch.as_tensor(std, dtype=torch.float64, device="cpu")
         if mean_t.ndim != 1 or std_t.shape != mean_t.shape:
             raise _checks.SSLRobustValueError(
                 f"mean and std must be sequences of one value per channel; got mean "

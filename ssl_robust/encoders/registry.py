@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from .. import _checks
+from ..registry import Registry
 from .base import Encoder
 from .checkpoints import download_state_dict, load_backbone_state_dict, read_checkpoint
 from .hub import create_hub_encoder, is_hub_name
@@ -20,8 +21,10 @@ __all__ = [
     "EncoderSpec",
     "bundled_weights_path",
     "create_encoder",
+    "encoder_origin",
     "encoder_spec",
     "list_encoders",
+    "register_encoder",
 ]
 
 
@@ -44,15 +47,19 @@ _DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2"
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    """A registered encoder: the :class:`VisionTransformer` options and where its weights live.
+    """A registered encoder: the :class:`VisionTransformer` options and where its weights live,
+    or the factory of another encoder family.
 
     Attributes:
         name: registry name.
-        kwargs: keyword arguments of :class:`VisionTransformer`.
+        kwargs: keyword arguments of :class:`VisionTransformer` (or of ``factory``).
         url: official weights (``None`` for the small test/default models).
         description: one line for :func:`list_encoders` users and the docs.
         bundled: file name of weights shipped inside the package (``ssl_robust/assets``),
             loaded by ``pretrained=True`` without any download.
+        factory: for an encoder family of another package:
+            ``(*, checkpoint_path=None, pretrained=False, **kwargs) -> Encoder``, called by
+            :func:`create_encoder` with ``kwargs`` updated by the caller's keywords.
     """
 
     name: str
@@ -60,6 +67,18 @@ class EncoderSpec:
     url: str | None = None
     description: str = ""
     bundled: str | None = None
+    factory: Callable[..., Encoder] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise _checks.SSLRobustValueError(
+                f"EncoderSpec.name must be a non-empty string; got {self.name!r}"
+            )
+        if self.factory is not None and not callable(self.factory):
+            raise _checks.SSLRobustTypeError(
+                f"EncoderSpec {self.name!r}: factory must be callable; got "
+                f"{type(self.factory).__name__}"
+            )
 
 
 _SIZES: dict[str, dict[str, Any]] = {
@@ -68,16 +87,72 @@ _SIZES: dict[str, dict[str, Any]] = {
     "l": dict(embed_dim=1024, depth=24, num_heads=16),
 }
 _SIZE_NAMES = {"s": "small", "b": "base", "l": "large"}
-_REGISTRY: dict[str, EncoderSpec] = {}
 
 
-def _add(spec: EncoderSpec) -> None:
-    _REGISTRY[spec.name] = spec
+def _check_spec(spec: object) -> EncoderSpec:
+    if not isinstance(spec, EncoderSpec):
+        raise _checks.SSLRobustTypeError(
+            f"an encoder entry must be an EncoderSpec; got {type(spec).__name__} {spec!r}"
+        )
+    return spec
+
+
+_REGISTRY: Registry[EncoderSpec] = Registry(
+    "encoder", check=_check_spec, sort=True, choices="choose one of"
+)
+
+
+def register_encoder(
+    spec: EncoderSpec | str,
+    factory: Callable[..., Encoder] | None = None,
+    *,
+    description: str = "",
+    overwrite: bool = False,
+) -> EncoderSpec:
+    """Register an encoder under its name, for :func:`create_encoder` and configs.
+
+    Args:
+        spec: an :class:`EncoderSpec`, or a name (then ``factory`` is required).
+        factory: ``(*, checkpoint_path=None, pretrained=False, **kwargs) -> Encoder``.
+        description: one line for ``ssl-robust list``.
+        overwrite: replace an encoder of the same name registered by someone else.
+
+    Returns:
+        The registered :class:`EncoderSpec`.
+
+    Raises:
+        SSLRobustTypeError: neither an EncoderSpec nor a name with a factory.
+        SSLRobustValueError: the name is taken (naming who registered it), unless
+            ``overwrite=True``.
+
+    Example:
+        >>> from ssl_robust.encoders import VisionTransformer
+        >>> spec = register_encoder(
+        ...     "my_vit", lambda *, checkpoint_path=None, pretrained=False, **kw:
+        ...     VisionTransformer(img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2))
+        >>> create_encoder("my_vit").embed_dim, encoder_origin("my_vit")
+        (16, 'built-in')
+        >>> _ = _REGISTRY.unregister("my_vit")
+    """
+    if isinstance(spec, str):
+        if factory is None:
+            raise _checks.SSLRobustTypeError(
+                f"register_encoder({spec!r}) needs a factory "
+                "(*, checkpoint_path=None, pretrained=False, **kw) -> Encoder, or an EncoderSpec"
+            )
+        spec = EncoderSpec(spec, description=description, factory=factory)
+    spec = _check_spec(spec)
+    return _REGISTRY.register(spec.name, spec, overwrite=overwrite)
+
+
+def encoder_origin(name: str) -> str:
+    """Where an encoder comes from: ``"built-in"``, a plugin's distribution, or a package."""
+    return _REGISTRY.origin(name)
 
 
 for _s, _file in (("s", "deitsmall"), ("b", "vitbase")):
     for _p in (16, 8):
-        _add(
+        register_encoder(
             EncoderSpec(
                 f"dino_vit{_s}{_p}",
                 dict(img_size=224, patch_size=_p, **_SIZES[_s]),
@@ -94,7 +169,7 @@ for _s in ("s", "b", "l"):
             if _reg
             else {}
         )
-        _add(
+        register_encoder(
             EncoderSpec(
                 f"{_base}_reg" if _reg else _base,
                 dict(
@@ -109,7 +184,7 @@ for _s in ("s", "b", "l"):
                 f"DINOv2 ViT-{_s.upper()}/14{' with 4 registers' if _reg else ''} (LVD-142M)",
             )
         )
-_add(
+register_encoder(
     EncoderSpec(
         "vit_test",
         dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2),
@@ -117,7 +192,7 @@ _add(
         "2-block ViT for unit tests (16×16 images, 4×4 patches, D=32), random init",
     )
 )
-_add(
+register_encoder(
     EncoderSpec(
         "vit_tiny",
         dict(img_size=32, patch_size=4, embed_dim=96, depth=4, num_heads=3),
@@ -125,7 +200,7 @@ _add(
         "4-block ViT for the embedded benchmark and examples (32×32, 4×4 patches, D=96)",
     )
 )
-_add(
+register_encoder(
     EncoderSpec(
         "vit_tiny_shapes",
         dict(img_size=32, patch_size=4, embed_dim=96, depth=4, num_heads=3),
@@ -171,7 +246,7 @@ def list_encoders() -> list[str]:
         >>> "dinov2_vits14_reg" in list_encoders()
         True
     """
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def encoder_spec(name: str) -> EncoderSpec:
@@ -180,15 +255,9 @@ def encoder_spec(name: str) -> EncoderSpec:
     Raises:
         SSLRobustValueError: for an unknown name, listing the choices.
     """
-    if not isinstance(name, str) or name not in _REGISTRY:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
-        hint = f" — did you mean {close[0]!r}?" if close else ""
-        raise _checks.SSLRobustValueError(
-            f"unknown encoder {name!r}{hint}; choose one of: {', '.join(list_encoders())}"
-        )
-    return _REGISTRY[name]
+    if not isinstance(name, str):
+        raise _checks.SSLRobustTypeError(f"an encoder name is a string; got {name!r}")
+    return _REGISTRY.get(name)
 
 
 def create_encoder(
@@ -258,6 +327,16 @@ def create_encoder(
             name, pretrained=pretrained, checkpoint_path=checkpoint_path, **kw
         )
     spec = encoder_spec(name)
+    if spec.factory is not None:
+        made = spec.factory(
+            checkpoint_path=checkpoint_path, pretrained=pretrained, **{**spec.kwargs, **kw}
+        )
+        if not isinstance(made, Encoder):
+            raise _checks.SSLRobustTypeError(
+                f"the factory of encoder {name!r} returned {type(made).__name__}, not an "
+                "ssl_robust Encoder (wrap it with ssl_robust.encoders.wrap)"
+            )
+        return made.eval()
     unknown = {k: v for k, v in kw.items() if k not in _ARCH_KEYS + _OPTION_KEYS}
     _checks.check_no_unknown(unknown, _ARCH_KEYS + _OPTION_KEYS, where="create_encoder()")
     if checkpoint_path is not None and pretrained:

@@ -250,7 +250,8 @@ class VisionTransformer(Encoder):
         m = int(math.sqrt(n))
         if h == w == m:
             return self.pos_embed.to(dtype)
-        pos = self.pos_embed.float()
+        # at least float32 (half precision interpolates poorly), float64 stays float64
+        pos = self.pos_embed.to(torch.promote_types(self.pos_embed.dtype, torch.float32))
         patch_pos = pos[:, 1:].reshape(1, m, m, -1).permute(0, 3, 1, 2)
         off = self.interpolate_offset
         if off:
