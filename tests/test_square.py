@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from _helpers_reliability import (
+    Noisy,
     Quantized,
     TinySegmenter,
     ZeroBackward,
@@ -279,3 +280,13 @@ def test_strong_attack_versions(data):
                         square_queries=30, generator=_gen())  # fmt: skip
     assert isinstance(ens.attacks[-1], Square) and ens.attacks[-1].task == "segmentation"
     assert ens.run(xs, ms).damage.shape == (4,)
+
+
+def test_square_and_eot_attacks_pass_the_contract_checks(data):
+    from ssl_robust.testing import check_attack
+
+    x, y = data
+    model = trained_classifier()
+    check_attack(Square(model, eps=0.05, queries=30), x[:4], y[:4])
+    check_attack(Square(model, eps=0.5, norm="l2", queries=30), x[:4], y[:4])
+    check_attack(PGD(Noisy(model, 0.1), steps=2, eot_iter=3), x[:4], y[:4])
