@@ -64,6 +64,8 @@ def _bench(args: argparse.Namespace) -> int:
         spec = replace(spec, device=args.device)
     if args.suite:
         spec = replace(spec, attack=replace(spec.attack, suite=args.suite))
+    if args.check:
+        spec = replace(spec, attack=replace(spec.attack, check=True))
     out = Path(args.out) if args.out else Path(spec.out)
     if args.dry_run:
         from .bench.plan import plan_benchmark
@@ -386,6 +388,12 @@ def _parser() -> argparse.ArgumentParser:
         "overrides the config's attack.suite",
     )
     b.add_argument(
+        "--check",
+        action="store_true",
+        help="run the attack-failure checks (check_evaluation) for every cell: writes "
+        "checks.md and checks.json, marks warned/failed cells in tables.md (sets attack.check)",
+    )
+    b.add_argument(
         "--dry-run",
         action="store_true",
         help="check the whole config (device, names, dataset roots, weights files, memory) "
@@ -474,7 +482,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_option,
         metavar="KEY=VALUE",
         help="a reader option, VALUE in JSON where not a plain string, e.g. "
-        "--option seg_classes=150 --option 'columns={\"image\": \"img\", \"mask\": \"gt\"}'",
+        '--option seg_classes=150 --option \'columns={"image": "img", "mask": "gt"}\'',
     )
     chk.set_defaults(func=_data_check)
     return p

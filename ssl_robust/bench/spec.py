@@ -77,6 +77,12 @@ class AttackSpec:
             attacks: AutoAttack-style for classification, SEA-style for segmentation) as the
             ``strong_attack`` column.
         strong_steps: steps of each member of the strong attack (AutoAttack uses 100).
+        check: run :func:`~ssl_robust.reliability.check_evaluation` for every cell (its task
+            attack) and every EmbedAttack, on the first ``check_subset`` evaluation images;
+            writes ``checks.md`` / ``checks.json`` and marks the cells of ``tables.md`` whose
+            evaluation warned or failed.
+        check_subset: images the checks use (a prefix of the evaluation subset).
+        check_queries: Square's queries per image in the checks.
     """
 
     eps: float = 8 / 255
@@ -88,9 +94,18 @@ class AttackSpec:
     segpgd_threshold: float = 0.01
     suite: tuple[str, ...] = ("paper",)
     strong_steps: int = 100
+    check: bool = False
+    check_subset: int = 64
+    check_queries: int = 500
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "suite", parse_suite(self.suite))
+        if not isinstance(self.check, bool):
+            raise _checks.SSLRobustTypeError(
+                f"attack.check must be true or false; got {self.check!r}"
+            )
+        _checks.check_int("attack.check_subset", self.check_subset, minimum=1)
+        _checks.check_int("attack.check_queries", self.check_queries, minimum=1)
         _checks.check_int("attack.strong_steps", self.strong_steps, minimum=1)
         object.__setattr__(self, "eps", parse_budget("attack.eps", self.eps))
         object.__setattr__(self, "step_size", parse_budget("attack.step_size", self.step_size))
@@ -463,9 +478,7 @@ def spec_from_dict(data: Mapping[str, Any]) -> BenchSpec:
         raise _checks.SSLRobustTypeError("a benchmark config must be a table of keys")
     plugins = data.get("plugins", [])
     if not isinstance(plugins, (list, tuple)) or not all(isinstance(p, str) for p in plugins):
-        raise _checks.SSLRobustTypeError(
-            f"plugins must be a list of module names; got {plugins!r}"
-        )
+        raise _checks.SSLRobustTypeError(f"plugins must be a list of module names; got {plugins!r}")
     for module in plugins:  # imported first: they register tasks, datasets, suites, ...
         import_plugin(module)
     encoders = []
@@ -648,8 +661,16 @@ def default_spec(out: str = "ssl_robust_results", *, fine_tune: bool = False) ->
             ),
         },
         # the ε curves on the first 32 evaluation images (the main results use all 128);
-        # the strong suite with 10 steps per member instead of AutoAttack's 100, for a CPU
-        attack=AttackSpec(curve_subset=32, suite=("paper", "strong"), strong_steps=10),
+        # the strong suite with 10 steps per member instead of AutoAttack's 100, for a CPU;
+        # the evaluation checks on the first 16 images, Square with 100 queries
+        attack=AttackSpec(
+            curve_subset=32,
+            suite=("paper", "strong"),
+            strong_steps=10,
+            check=True,
+            check_subset=16,
+            check_queries=100,
+        ),
         eval=EvalSpec(subset=128, seed=0, batch_size=64, gallery=4),
         out=out,
         threads=None,
