@@ -17,6 +17,7 @@ from . import (
     losses,
     metrics,
     registry,
+    reliability,
     runtime,
     tasks,
 )
@@ -37,6 +38,7 @@ from .attacks import (
     EmbedAttack,
     Ensemble,
     SegPGD,
+    Square,
     strong_attack,
 )
 from .data import create_dataset, list_datasets, register_dataset
@@ -52,6 +54,7 @@ from .encoders import (
 )
 from .evaluation import EvalResult, evaluate
 from .metrics import Accuracy, DepthMetrics, MeanIoU
+from .reliability import EvaluationReport, check_evaluation
 from .tasks import TaskSpec, get_task, list_tasks, register_task
 
 __version__ = "0.1.0.dev0"
@@ -71,6 +74,7 @@ __all__ = [
     "EncoderOutput",
     "Ensemble",
     "EvalResult",
+    "EvaluationReport",
     "LinearClassifier",
     "LinearDepther",
     "LinearSegmenter",
@@ -79,12 +83,14 @@ __all__ = [
     "SSLRobustTypeError",
     "SSLRobustValueError",
     "SegPGD",
+    "Square",
     "TaskModel",
     "TaskSpec",
     "VisionTransformer",
     "__version__",
     "adaptors",
     "attacks",
+    "check_evaluation",
     "create_dataset",
     "create_encoder",
     "data",
@@ -103,6 +109,7 @@ __all__ = [
     "register_encoder",
     "register_task",
     "registry",
+    "reliability",
     "runtime",
     "set_input_checks",
     "strong_attack",

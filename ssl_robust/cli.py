@@ -2,7 +2,8 @@
 
 Commands:
     bench   run the benchmark (the embedded default without --config)
-    deacl   DeACL robust fine-tuning of one encoder from a TOML config
+    finetune  robust fine-tuning of one encoder (DeACL, FARE, multi-task) from a TOML config
+    deacl   DeACL robust fine-tuning (``finetune`` with method = "deacl", the older form)
     report  re-render tables and figures from an output directory's results.json
     list    the registered tasks, encoders, datasets, attack suites and defenses (origins)
     data    ``data check NAME ROOT [--split S]``: check a dataset folder (exit 2 if unusable)
@@ -63,6 +64,8 @@ def _bench(args: argparse.Namespace) -> int:
         spec = replace(spec, device=args.device)
     if args.suite:
         spec = replace(spec, attack=replace(spec.attack, suite=args.suite))
+    if args.check:
+        spec = replace(spec, attack=replace(spec.attack, check=True))
     out = Path(args.out) if args.out else Path(spec.out)
     if args.dry_run:
         from .bench.plan import plan_benchmark
@@ -140,19 +143,71 @@ class _DeACLData:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def _deacl(args: argparse.Namespace) -> int:
+def _teacher_heads(
+    student: Any, dataset: Any, tasks: tuple[str, ...], raw: Any, seed: int, device: Any
+) -> dict[str, Any]:
+    """Linear heads fitted on the (not yet fine-tuned) student, for TaskAT."""
+    import torch
 
+    from .adaptors import PRESETS, TaskModel, fit
+    from .bench.data import dataset_info
+    from .bench.spec import HeadSpec, _build
+    from .tasks import get_task
+
+    if not isinstance(raw, dict):
+        raise _checks.SSLRobustTypeError("heads must be a table keyed by task")
+    unknown = sorted(set(raw) - set(tasks))
+    if unknown:
+        raise _checks.SSLRobustValueError(
+            f"[heads] tables for tasks that are not trained: {unknown}; finetune.tasks = "
+            f"{list(tasks)}"
+        )
+    info = dataset_info(dataset)
+    missing = [t for t in tasks if t not in info.tasks]
+    if missing:
+        raise _checks.SSLRobustValueError(
+            f"multitask fine-tuning needs {missing} targets, which dataset {info.name!r} lacks "
+            f"(it has {list(info.tasks)})"
+        )
+    heads = {}
+    for task in tasks:
+        spec = get_task(task)
+        hs = _build(HeadSpec, raw.get(task, {}), f"heads.{task}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            head = spec.make_head(student.embed_dim, info, **hs.options)
+        data = dataset
+        if hs.train_size is not None and hs.train_size < len(dataset):
+            data = torch.utils.data.Subset(dataset, range(hs.train_size))
+        loader = torch.utils.data.DataLoader(
+            data,
+            batch_size=hs.batch_size or PRESETS[task].batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        model = TaskModel(spec.encoder_view(student), head).to(device)
+        fit(model, loader, preset=spec.name, epochs=hs.epochs, lr=hs.lr,
+            weight_decay=hs.weight_decay, ignore_index=info.ignore_index,
+            generator=torch.Generator().manual_seed(seed), progress=False)  # fmt: skip
+        heads[task] = head
+    return heads
+
+
+def _finetune(args: argparse.Namespace) -> int:
     from .bench.data import open_images
-    from .bench.spec import _build, parse_budget, read_toml
-    from .defenses import DeACLConfig, DeACLTrainer
+    from .bench.spec import _build, read_toml, recipe_from_table
+    from .defenses.recipes import make_trainer
     from .encoders import create_encoder
     from .runtime import global_batch_loader, init_distributed, is_main
 
+    legacy = args.command == "deacl"
     path = Path(args.config)
     if not path.is_file():
-        raise FileNotFoundError(f"DeACL config {str(path)!r} does not exist")
+        what = "DeACL" if legacy else "fine-tuning"
+        raise FileNotFoundError(f"{what} config {str(path)!r} does not exist")
     raw = read_toml(path)
-    valid = {"encoder", "data", "deacl", "out", "device"}
+    table = "deacl" if legacy else "finetune"
+    valid = {"encoder", "data", table, "out", "device"} | (set() if legacy else {"heads"})
     unknown = sorted(set(raw) - valid)
     if unknown:
         raise _checks.SSLRobustValueError(
@@ -160,12 +215,16 @@ def _deacl(args: argparse.Namespace) -> int:
         )
     enc = _build(_DeACLEncoder, raw.get("encoder"), "encoder")
     data = _build(_DeACLData, raw.get("data"), "data")
-    cfg = dict(raw.get("deacl", {}))
-    for key in ("eps", "step_size"):
-        if key in cfg:
-            cfg[key] = parse_budget(f"deacl.{key}", cfg[key])
-    config = _build(DeACLConfig, cfg, "deacl")
-    out = Path(args.out or raw.get("out", "deacl_run"))
+    settings = dict(raw.get(table, {}))
+    if legacy:
+        if "method" in settings:
+            raise _checks.SSLRobustValueError(
+                "[deacl] has no method key; use `ssl-robust finetune` with [finetune] method"
+            )
+        settings["method"] = "deacl"
+    recipe = recipe_from_table(settings, table)
+    seed = int(recipe.loop.get("seed", 0))
+    out = Path(args.out or raw.get("out", "deacl_run" if legacy else "finetune_run"))
     device = init_distributed(args.device or raw.get("device", "cpu"))
     student = create_encoder(
         enc.registry, checkpoint_path=enc.checkpoint_path, pretrained=enc.pretrained, **enc.options
@@ -177,12 +236,21 @@ def _deacl(args: argparse.Namespace) -> int:
         image_size=data.image_size,
         options=data.options,
         subset=data.subset,
-        seed=config.seed,
+        seed=seed,
     )
+    heads = {}
+    if recipe.tasks_needed():
+        heads = _teacher_heads(
+            student, dataset, recipe.tasks_needed(), raw.get("heads", {}), seed, device
+        )
+    elif raw.get("heads"):
+        raise _checks.SSLRobustValueError(
+            f"[heads] is only read by method = 'multitask'; got method = {recipe.method!r}"
+        )
     loader = global_batch_loader(
-        dataset, global_batch=data.batch_size, seed=config.seed, name="data.batch_size"
+        dataset, global_batch=data.batch_size, seed=seed, name="data.batch_size"
     )
-    trainer = DeACLTrainer(student, config=config)
+    trainer = make_trainer(recipe, student, heads=heads)
     history = trainer.fit(
         loader, checkpoint_dir=out, overwrite=args.force, progress=not args.no_progress
     )
@@ -342,6 +410,12 @@ def _parser() -> argparse.ArgumentParser:
         "overrides the config's attack.suite",
     )
     b.add_argument(
+        "--check",
+        action="store_true",
+        help="run the attack-failure checks (check_evaluation) for every cell: writes "
+        "checks.md and checks.json, marks warned/failed cells in tables.md (sets attack.check)",
+    )
+    b.add_argument(
         "--dry-run",
         action="store_true",
         help="check the whole config (device, names, dataset roots, weights files, memory) "
@@ -354,24 +428,35 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--no-progress", action="store_true", help="no progress bars")
     b.set_defaults(func=_bench)
 
-    d = sub.add_parser(
-        "deacl",
-        parents=[common],
-        help="DeACL robust fine-tuning of one encoder",
-        description="Fine-tune an encoder with DeACL from a TOML config with [encoder], [data] "
-        "and [deacl] tables (see docs/robust_finetuning.md); resumes from the checkpoint in "
-        "the output directory.",
-    )
-    d.add_argument("--config", required=True, help="TOML DeACL config")
-    d.add_argument("--out", help="output directory (default: the config's `out`)")
-    d.add_argument("--device", help="cpu, cuda, cuda:N or mps (checked)")
-    d.add_argument(
-        "--force",
-        action="store_true",
-        help="restart even if --out holds a checkpoint of another config",
-    )
-    d.add_argument("--no-progress", action="store_true")
-    d.set_defaults(func=_deacl)
+    for name, help_text, description in (
+        (
+            "finetune",
+            "robust fine-tuning of one encoder: DeACL, FARE or multi-task",
+            "Fine-tune an encoder from a TOML config with [encoder], [data], [finetune] "
+            "(method = deacl | fare | multitask, its [finetune.fare] / [finetune.task_at] / "
+            "[finetune.deacl] tables) and, for multitask, [heads.<task>] tables (heads fitted "
+            "on the teacher); see docs/robust_finetuning.md and configs/finetune.toml. Resumes "
+            "from the checkpoint in the output directory.",
+        ),
+        (
+            "deacl",
+            "DeACL robust fine-tuning of one encoder (finetune with method = deacl)",
+            "Fine-tune an encoder with DeACL from a TOML config with [encoder], [data] and "
+            "[deacl] tables (see docs/robust_finetuning.md); resumes from the checkpoint in "
+            "the output directory. The same as `ssl-robust finetune` with method = 'deacl'.",
+        ),
+    ):
+        d = sub.add_parser(name, parents=[common], help=help_text, description=description)
+        d.add_argument("--config", required=True, help="TOML config")
+        d.add_argument("--out", help="output directory (default: the config's `out`)")
+        d.add_argument("--device", help="cpu, cuda, cuda:N or mps (checked)")
+        d.add_argument(
+            "--force",
+            action="store_true",
+            help="restart even if --out holds a checkpoint of another config",
+        )
+        d.add_argument("--no-progress", action="store_true")
+        d.set_defaults(func=_finetune)
 
     r = sub.add_parser(
         "report",
@@ -419,7 +504,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_option,
         metavar="KEY=VALUE",
         help="a reader option, VALUE in JSON where not a plain string, e.g. "
-        "--option seg_classes=150 --option 'columns={\"image\": \"img\", \"mask\": \"gt\"}'",
+        '--option seg_classes=150 --option \'columns={"image": "img", "mask": "gt"}\'',
     )
     chk.set_defaults(func=_data_check)
     return p

@@ -77,6 +77,7 @@ def test_attack_signatures_follow_the_contract():
         "eval_mode": True,
         "schedule": "fixed",
         "restarts": 1,
+        "eot_iter": 1,
     }
     assert inspect.signature(PGD.__init__).parameters["targeted"].default is False
     emb = inspect.signature(EmbedAttack.__init__).parameters
@@ -94,10 +95,14 @@ def test_attack_signatures_follow_the_contract():
         "generator",
         "schedule",
         "restarts",
+        "eot_iter",
     }
     from ssl_robust.attacks import AttackResult
 
-    assert list(AttackResult.__dataclass_fields__) == ["adversarial", "loss", "success", "steps"]
+    # the four contract fields first; the optional diagnostics after them, defaulting to None
+    assert list(AttackResult.__dataclass_fields__) == [
+        "adversarial", "loss", "success", "steps", "trace", "trace_success", "queries",
+    ]  # fmt: skip
 
 
 def test_import_pulls_no_optional_dependency():

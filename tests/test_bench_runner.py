@@ -370,3 +370,51 @@ def test_full_images_are_evaluated_whole_by_the_sliding_window(tmp_path):
     assert tuple(gallery["images"].shape) == (2, 3, 23, 20)
     assert tuple(gallery["target"].shape) == (2, 23, 20)
     assert int(gallery["target"][0, 16:].min()) == 255  # the padding is ignored
+
+
+def test_check_writes_checks_and_marks_flagged_cells(tmp_path):
+    spec = tiny_spec(deacl=False, curve=False)
+    spec = dataclasses.replace(
+        spec,
+        attack=dataclasses.replace(spec.attack, check=True, check_subset=4, check_queries=10),
+    )
+    results = run_benchmark(spec, out=tmp_path, progress=False)
+    checks = results["checks"]
+    # one check per cell and attack: the task attack and the shared EmbedAttack
+    cells = {(c["task"], c["attack"]) for c in checks}
+    assert cells == {(t, a) for t in ("classification", "segmentation", "depth")
+                     for a in ("embed_attack", "task_attack")}  # fmt: skip
+    for c in checks:
+        assert c["status"] in ("pass", "warn", "fail")
+        assert c["report"]["samples"] == 4
+        assert c["report"]["rows"][0]["indicator"] == "unavailable_gradients"
+        assert set(c["failed"]) == {r["indicator"] for r in c["report"]["rows"]
+                                    if r["status"] == "fail"}  # fmt: skip
+    assert results["timings"]["checks_seconds"] > 0
+    md = (tmp_path / "checks.md").read_text()
+    assert md.startswith("# Evaluation checks") and md.count("| indicator | value |") == 6
+    assert json.loads((tmp_path / "checks.json").read_text()) == checks
+    tables = (tmp_path / "tables.md").read_text()
+    flagged = [c for c in checks if c["status"] in ("warn", "fail")]
+    for c in flagged:  # a mark in the table and a footnote naming the indicators
+        mark = "⚠" if c["status"] == "warn" else "✗"
+        assert f"{mark} shapes / tiny, {c['attack']}: the evaluation check" in tables
+    marks = tables.count(" ⚠ |") + tables.count(" ✗ |") + tables.count(" ⚠ ") + tables.count(" ✗ ")
+    assert marks >= len(flagged)
+
+
+def test_check_in_the_report_marks_cells(tmp_path):
+    from ssl_robust.bench.report import write_tables
+
+    row = {"task": "classification", "dataset": "d", "encoder": "e", "encoder_type": "standard",
+           "metric": "accuracy", "clean": 0.9, "embed_attack": 0.5, "task_attack": 0.4}  # fmt: skip
+    check = {"task": "classification", "dataset": "d", "encoder": "e",
+             "encoder_type": "standard", "attack": "task_attack", "status": "fail",
+             "failed": ["unavailable_gradients"], "warned": [], "report": None}  # fmt: skip
+    paths = write_tables({"rows": [row], "checks": [check]}, tmp_path)
+    tables = paths["markdown"].read_text()
+    assert "| d | e | Standard | 0.90 | 0.50 | 0.40 ✗ |" in tables
+    assert "✗ d / e, task_attack: the evaluation check failed (unavailable_gradients)" in tables
+    assert paths["checks_markdown"].read_text().count("FAIL") == 1
+    with pytest.raises(ValueError, match="'status' one of"):
+        write_tables({"rows": [row], "checks": [{**check, "status": "bad"}]}, tmp_path)

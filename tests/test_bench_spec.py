@@ -163,7 +163,7 @@ def test_budget_parsing():
 def test_default_spec_is_valid_and_runs_offline():
     spec = default_spec()
     assert isinstance(spec, BenchSpec)
-    assert [e.encoder_type for e in spec.encoders] == ["standard", "deacl"]
+    assert [e.encoder_type for e in spec.encoders] == ["standard", "deacl", "multitask"]
     assert spec.datasets[0].dataset == "shapes"
     assert set(spec.datasets[0].tasks) == {"classification", "segmentation", "depth"}
     assert spec.attack.eps == pytest.approx(8 / 255) and spec.attack.steps == 20

@@ -24,6 +24,7 @@ RUNNABLE = [
     ("docs/data.md", "## One data path"),
     ("docs/evaluation.md", ""),
     ("docs/evaluation.md", "## One place per task"),
+    ("docs/reliability.md", ""),
 ]
 OPENS_WITH_SNIPPET = (
     "docs/attacks.md",
@@ -34,6 +35,7 @@ OPENS_WITH_SNIPPET = (
     "docs/evaluation.md",
     "docs/heads.md",
     "docs/metrics.md",
+    "docs/reliability.md",
 )
 
 

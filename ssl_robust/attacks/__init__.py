@@ -8,8 +8,9 @@ from .classification import APGD, PGD
 from .core import L2, NORMS, AttackResult, Linf, Norm, SeededStart, pgd
 from .depth import DepthPGD
 from .embed import EmbedAttack, embedding_distance
-from .ensemble import STRONG_TASKS, Ensemble, EnsembleResult, strong_attack
+from .ensemble import STRONG_TASKS, STRONG_VERSIONS, Ensemble, EnsembleResult, strong_attack
 from .segmentation import SegPGD
+from .square import Square, p_schedule, square
 
 __all__ = [
     "APGD",
@@ -17,6 +18,7 @@ __all__ = [
     "NORMS",
     "PGD",
     "STRONG_TASKS",
+    "STRONG_VERSIONS",
     "Attack",
     "AttackOptions",
     "AttackResult",
@@ -28,7 +30,10 @@ __all__ = [
     "Norm",
     "SeededStart",
     "SegPGD",
+    "Square",
     "embedding_distance",
+    "p_schedule",
     "pgd",
+    "square",
     "strong_attack",
 ]

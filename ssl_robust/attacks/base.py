@@ -13,7 +13,7 @@ from typing_extensions import TypedDict
 
 from .. import _checks
 from ..encoders.base import EncoderOutput
-from .core import NORMS, SCHEDULES, AttackResult, LossFn, pgd
+from .core import NORMS, SCHEDULES, AttackResult, LossFn, check_eot_iter, pgd
 
 __all__ = ["Attack", "AttackOptions", "model_output", "preserved_state"]
 
@@ -32,6 +32,7 @@ class AttackOptions(TypedDict, total=False):
     eval_mode: bool
     schedule: Literal["fixed", "apgd"]
     restarts: int
+    eot_iter: int
 
 
 @contextmanager
@@ -147,6 +148,12 @@ class Attack:
             per-sample step-size control with momentum; first step 2·eps, ``step_size`` unused).
         restarts: runs from fresh random starts (>= 1); later runs only on the samples not yet
             successful, each sample keeping its worst case.
+        eot_iter: forwards averaged per step for randomized models (expectation over
+            transformation, AutoAttack's ``version="rand"``): the gradient, the loss and the
+            score are means over ``eot_iter`` draws, and a sample counts as broken only when
+            it is broken in every draw. With ``eot_iter > 1`` and a ``generator``, the model's
+            own randomness (the global RNG, restored afterwards) is seeded from the generator,
+            so the attack is deterministic. ``1`` (default): one forward per step.
     """
 
     #: The task whose per-sample criterion :meth:`damage` measures (None: not for ensembles).
@@ -167,6 +174,7 @@ class Attack:
         eval_mode: bool = True,
         schedule: Literal["fixed", "apgd"] = "fixed",
         restarts: int = 1,
+        eot_iter: int = 1,
         **unknown: Any,
     ) -> None:
         _checks.check_no_unknown(unknown, _options_of(type(self)), where=type(self).__name__)
@@ -193,6 +201,7 @@ class Attack:
         self.eval_mode = bool(eval_mode)
         self.schedule = _checks.check_choice("schedule", schedule, tuple(SCHEDULES))
         self.restarts = _checks.check_int("restarts", restarts, minimum=1)
+        self.eot_iter = check_eot_iter(eot_iter)
 
     # ----------------------------------------------------------------- subclass hooks
     def loss(self, output: Any, target: Any, step: int) -> Tensor:
@@ -259,6 +268,7 @@ class Attack:
         device = images.device
         batch = images.shape[0]
         with preserved_state(model, eval_mode=self.eval_mode, device=device):
+            self._seed_model_randomness(device)
             with _checks.input_checks(False):  # pgd() checks the values once
                 target = self.prepare_target(images, target)
             checked = False
@@ -279,20 +289,37 @@ class Attack:
 
                 return loss_fn
 
-            return pgd(
-                [objective(t) for t in self.restart_targets(target)],
-                images,
-                eps=self.eps,
-                step_size=self.step_size,
-                steps=self.steps,
-                norm=self.norm,  # type: ignore[arg-type]
-                random_start=self.random_start,
-                early_stop=self.early_stop,
-                select=self.select,  # type: ignore[arg-type]
-                generator=self.generator,
-                schedule=self.schedule,  # type: ignore[arg-type]
-                restarts=self.restarts,
-            )
+            return self._optimize([objective(t) for t in self.restart_targets(target)], images)
+
+    def _optimize(self, loss_fns: list[LossFn], images: Tensor) -> AttackResult:
+        """The optimizer behind :meth:`run` (the PGD core; :class:`Square` runs its own)."""
+        return pgd(
+            loss_fns,
+            images,
+            eps=self.eps,
+            step_size=self.step_size,
+            steps=self.steps,
+            norm=self.norm,  # type: ignore[arg-type]
+            random_start=self.random_start,
+            early_stop=self.early_stop,
+            select=self.select,  # type: ignore[arg-type]
+            generator=self.generator,
+            schedule=self.schedule,  # type: ignore[arg-type]
+            restarts=self.restarts,
+            eot_iter=self.eot_iter,
+        )
+
+    def _seed_model_randomness(self, device: torch.device) -> None:
+        """With EOT and a generator: seed the global RNG (restored by ``preserved_state``)
+        from the generator, so a randomized model's draws are reproducible."""
+        if self.eot_iter == 1 or self.generator is None:
+            return
+        gen = self.generator
+        seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
+        torch.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
 
     def __call__(self, images: Tensor, target: Any = None) -> Tensor:
         """Attack ``images``; returns the adversarial images (same shape, dtype, device)."""
@@ -304,6 +331,7 @@ class Attack:
             f"norm={self.norm!r}, random_start={self.random_start}, "
             f"early_stop={self.early_stop}, select={self.select!r}, "
             f"schedule={self.schedule!r}, restarts={self.restarts}"
+            + (f", eot_iter={self.eot_iter}" if self.eot_iter != 1 else "")
         )
 
     def __repr__(self) -> str:

@@ -44,6 +44,7 @@ __all__ = [
     "SeededStart",
     "Stepper",
     "apgd_checkpoints",
+    "check_eot_iter",
     "pgd",
 ]
 
@@ -73,13 +74,23 @@ class AttackResult:
         success: (B,) bool, whether the attack succeeded on each sample (e.g. misclassified),
             or None for attacks without a success criterion (EmbedAttack).
         steps: (B,) int64, gradient steps actually run per sample (fewer than ``steps`` for
-            samples stopped early).
+            samples stopped early; model queries for :class:`~ssl_robust.attacks.Square`).
+        trace: (T + 1, B) the per-sample score (what ``select="best"`` maximizes: the loss
+            unless the attack defines a score) at every iterate of the first run, the start
+            included, NaN where a sample was not evaluated (stopped early); recorded from the
+            forwards the loop runs anyway (no extra pass). None where not recorded.
+        trace_success: (T + 1, B) bool, per-sample success at those iterates, or None.
+        queries: (B,) int64, forward passes spent on each sample (model queries), counting
+            every EOT draw and the final scoring forward; None where not counted.
     """
 
     adversarial: Tensor
     loss: Tensor
     success: Tensor | None
     steps: Tensor
+    trace: Tensor | None = None
+    trace_success: Tensor | None = None
+    queries: Tensor | None = None
 
 
 def _work_dtype(images: Tensor) -> torch.dtype:
@@ -142,6 +153,21 @@ class _Tracker:
         self.success = torch.zeros(b, dtype=torch.bool, device=start.device)
         self.has_success = False
         self.steps = torch.zeros(b, dtype=torch.long, device=start.device)
+        self.queries = torch.zeros(b, dtype=torch.long, device=start.device)
+        self.trace: list[Tensor] = []
+        self.trace_success: list[Tensor] = []
+
+    def record(self, idx: Tensor | None, score: Tensor, success: Tensor | None, draws: int) -> None:
+        """Append one iterate's per-sample score (and success) to the trace; count queries."""
+        sel: Tensor | slice = slice(None) if idx is None else idx
+        row = torch.full_like(self.score, math.nan)
+        row[sel] = score.detach().to(row.dtype)
+        self.trace.append(row)
+        if success is not None:
+            hit = torch.zeros_like(self.success)
+            hit[sel] = success
+            self.trace_success.append(hit)
+        self.queries[sel] += draws
 
     def update(
         self, idx: Tensor | None, x: Tensor, loss: Tensor, success: Tensor | None, score: Tensor
@@ -174,6 +200,7 @@ class _Tracker:
         self.loss[idx] = torch.where(better, other.loss, self.loss[idx])
         self.score[idx] = torch.where(better, other.score, self.score[idx])
         self.steps[idx] += other.steps
+        self.queries[idx] += other.queries
 
 
 def _returned(adv: Tensor, clean: Tensor, norm: Norm, eps: float, dtype: torch.dtype) -> Tensor:
@@ -240,6 +267,7 @@ def pgd(
     generator: torch.Generator | None = None,
     schedule: ScheduleName | Schedule = "fixed",
     restarts: int = 1,
+    eot_iter: int = 1,
 ) -> AttackResult:
     r"""Projected gradient ascent on a per-sample loss: the one attack loop of the package.
 
@@ -276,6 +304,13 @@ def pgd(
         generator: source of the random starts; the global RNG is never used.
         schedule: ``"fixed"`` (the paper's PGD), ``"apgd"`` or a :class:`Schedule` instance.
         restarts: runs per loss callback (>= 1).
+        eot_iter: expectation over transformation (Athalye et al. 2018) for randomized
+            models: each step calls ``loss_fn`` ``eot_iter`` times on the same iterate and
+            uses the mean gradient, the mean loss and the mean score (for the step rule,
+            best-iterate tracking and early stop); a sample succeeds only when it succeeds in
+            every draw. ``1`` (the default) is the plain loop, unchanged. The draws come from
+            the model's own randomness: :class:`~ssl_robust.attacks.Attack` seeds it from its
+            ``generator``.
 
     Returns:
         :class:`AttackResult` whose ``loss``/``success`` describe the returned images and whose
@@ -312,6 +347,7 @@ def pgd(
     step_size = _checks.check_budget("step_size", step_size, norm=norm_obj.name)
     steps = _checks.check_int("steps", steps, minimum=0)
     restarts = _checks.check_int("restarts", restarts, minimum=1)
+    eot_iter = check_eot_iter(eot_iter)
     _checks.check_choice("select", select, ("best", "last"))
     generator = _checks.check_generator(generator)
     loss_fns = _checks.check_loss_fns(loss_fn)
@@ -347,6 +383,7 @@ def pgd(
             early_stop=early_stop,
             select=select,
             generator=generator,
+            eot_iter=eot_iter,
         )
 
     runs = [fn for fn in loss_fns for _ in range(restarts)]
@@ -370,7 +407,57 @@ def pgd(
         loss=best.loss,
         success=best.success if best.has_success else None,
         steps=best.steps,
+        trace=torch.stack(best.trace) if best.trace else None,
+        trace_success=torch.stack(best.trace_success) if best.trace_success else None,
+        queries=best.queries,
     )
+
+
+def check_eot_iter(eot_iter: object) -> int:
+    """Check the number of EOT draws per step (an int >= 1)."""
+    if isinstance(eot_iter, bool) or not isinstance(eot_iter, int) or eot_iter < 1:
+        raise _checks.SSLRobustValueError(
+            "eot_iter must be an int >= 1 (the forward passes averaged per step; 1 for "
+            f"deterministic models); got {eot_iter!r}"
+        )
+    return eot_iter
+
+
+def _eot(
+    loss_fn: LossFn,
+    x0: Tensor,
+    d0: Tensor,
+    idx: Tensor,
+    t: int,
+    *,
+    in_dtype: torch.dtype,
+    draws: int,
+    grad: bool,
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor | None]:
+    """``draws`` forwards at ``x0 + d0`` (clamped to [0, 1] without ``grad``); returns (x,
+    mean loss, success in every draw, mean score, mean gradient or None). One backward per
+    draw: the memory of one graph."""
+    b = x0.shape[0]
+    loss_sum: Tensor | None = None
+    score_sum: Tensor | None = None
+    grad_sum: Tensor | None = None
+    every: Tensor | None = None
+    x = x0
+    for _ in range(draws):
+        d = d0.detach().requires_grad_(grad)
+        x = _model_input(x0 + d if grad else (x0 + d).clamp(0, 1), x0, in_dtype)
+        loss, success, score = _unpack(loss_fn(x, idx, t), b)
+        if grad:
+            g = _perturbation_grad(loss, d, t)
+            grad_sum = g if grad_sum is None else grad_sum + g
+        loss = loss.detach()
+        loss_sum = loss if loss_sum is None else loss_sum + loss
+        score_sum = score if score_sum is None else score_sum + score
+        if success is not None:
+            every = success if every is None else every & success
+    assert loss_sum is not None and score_sum is not None
+    mean_grad = None if grad_sum is None else grad_sum / draws
+    return x.detach(), loss_sum / draws, every, score_sum / draws, mean_grad
 
 
 def _run(
@@ -387,6 +474,7 @@ def _run(
     early_stop: bool,
     select: str,
     generator: torch.Generator | None,
+    eot_iter: int = 1,
 ) -> _Tracker:
     """One run of the loop on checked ``images`` (work dtype); returns its per-sample result."""
     dtype = images.dtype
@@ -414,9 +502,16 @@ def _run(
             # caller's torch.no_grad() cannot silently turn the attack into a no-op.
             with torch.enable_grad():
                 d = (delta if active is None else delta[active]).detach().requires_grad_(True)
-                x = _model_input(x0 + d, x0, in_dtype)
-                loss, success, score = _unpack(loss_fn(x, idx, t), x.shape[0])
-                grad = _perturbation_grad(loss, d, t)
+                if eot_iter == 1:
+                    x = _model_input(x0 + d, x0, in_dtype)
+                    loss, success, score = _unpack(loss_fn(x, idx, t), x.shape[0])
+                    grad = _perturbation_grad(loss, d, t)
+                else:
+                    x, loss, success, score, mean_grad = _eot(
+                        loss_fn, x0, d, idx, t, in_dtype=in_dtype, draws=eot_iter, grad=True
+                    )
+                    assert mean_grad is not None
+                    grad = mean_grad
             if early_stop and success is None and not warned:
                 warned = True
                 warnings.warn(
@@ -425,6 +520,7 @@ def _run(
                     stacklevel=3,
                 )
             with torch.no_grad():
+                tracker.record(active, score, success, eot_iter)
                 if track_best or early_stop:
                     tracker.update(active, x.detach().to(dtype), loss, success, score)
                 new = stepper.update(active, x0, d.detach(), grad, loss.detach(), t)
@@ -454,8 +550,15 @@ def _run(
             if final_idx.numel() > 0:
                 x0 = images if active is None else images[final_idx]
                 d = delta if active is None else delta[final_idx]
-                x = _model_input((x0 + d).clamp(0, 1), x0, in_dtype)
-                loss, success, score = _unpack(loss_fn(x, final_idx, steps), x.shape[0])
+                if eot_iter == 1:
+                    x = _model_input((x0 + d).clamp(0, 1), x0, in_dtype)
+                    loss, success, score = _unpack(loss_fn(x, final_idx, steps), x.shape[0])
+                else:
+                    x, loss, success, score, _ = _eot(
+                        loss_fn, x0, d, final_idx, steps,
+                        in_dtype=in_dtype, draws=eot_iter, grad=False,
+                    )  # fmt: skip
+                tracker.record(active, score, success, eot_iter)
                 x = x.to(dtype)
                 if track_best:
                     tracker.update(active, x, loss, success, score)

@@ -16,12 +16,13 @@ from torch import Tensor, nn
 from .. import _checks
 from .base import Attack, _select, model_output, preserved_state
 from .classification import APGD, PGD
-from .core import SeededStart
+from .core import SeededStart, check_eot_iter
 from .depth import DepthPGD
 from .embed import EmbedAttack
 from .segmentation import SegPGD
+from .square import Square
 
-__all__ = ["STRONG_TASKS", "Ensemble", "EnsembleResult", "strong_attack"]
+__all__ = ["STRONG_TASKS", "STRONG_VERSIONS", "Ensemble", "EnsembleResult", "strong_attack"]
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,27 @@ _PRESETS: dict[str, Callable[[Any, dict[str, Any], dict[str, Any]], list[Attack]
 #: :attr:`ssl_robust.tasks.TaskSpec.make_strong_attack`).
 STRONG_TASKS = tuple(_PRESETS)
 
+Version = Literal["standard", "plus", "rand"]
+
+#: The versions of :func:`strong_attack`: the white-box preset, plus Square, or with EOT.
+STRONG_VERSIONS: tuple[str, ...] = ("standard", "plus", "rand")
+
+
+def _with_square(members: list[Attack], queries: int, generator: Any) -> list[Attack]:
+    """The members followed by Square on the first member's objective (its loss, score,
+    success and damage: the task's), on the samples the white-box members left unbroken."""
+    first = members[0]
+    square = Square(
+        first.model,
+        eps=first.eps,
+        norm=first.norm,  # type: ignore[arg-type]
+        queries=queries,
+        generator=generator,
+        objective=first,
+        eval_mode=first.eval_mode,
+    )
+    return [*members, square]
+
 
 def _registered(model: Any, task: str, options: dict[str, Any]) -> Ensemble:
     """The strong attack of a registered task, through its TaskSpec (looked up late: the
@@ -235,6 +257,8 @@ def strong_attack(
     norm: Literal["linf", "l2"] = "linf",
     steps: int = 100,
     generator: torch.Generator | None = None,
+    version: Version = "standard",
+    square_queries: int = 5000,
     **options: Any,
 ) -> Ensemble:
     """A reliable worst-case evaluation per task: an :class:`Ensemble` of APGD attacks.
@@ -250,8 +274,18 @@ def strong_attack(
 
     Every member runs ``steps`` steps from a random start; the classification and
     segmentation members stop early on samples they broke (``early_stop=True``: the same result
-    under ``select="best"``, less work). AutoAttack's FAB-T and Square (black-box) are not
-    included.
+    under ``select="best"``, less work). AutoAttack's FAB-T is not included.
+
+    ``version`` (as AutoAttack's):
+
+    - ``"standard"``: the white-box members above.
+    - ``"plus"``: then :class:`~ssl_robust.attacks.Square` (score-based, no gradients;
+      ``square_queries`` per sample, AutoAttack's 5000 by default) on the samples still
+      unbroken, maximizing the first member's objective (classification: the logit margin
+      first, as AutoAttack's Square), so gradient masking cannot hide a weakness.
+    - ``"rand"``: for randomized models, every member averages its gradient and loss over
+      ``eot_iter`` forwards (20 by default, as AutoAttack's ``version="rand"``; pass
+      ``eot_iter=`` to change it).
 
     Args:
         model: the model under attack (logits, segmentation logits, depth, or an encoder).
@@ -263,11 +297,13 @@ def strong_attack(
         norm: ``"linf"`` or ``"l2"``.
         steps: steps per member (and per target class for APGD-T).
         generator: random source of the starts.
+        version: ``"standard"``, ``"plus"`` (with Square) or ``"rand"`` (EOT).
+        square_queries: Square's queries per sample (``version="plus"``).
         **options: further options for every member (e.g. ``ignore_index``, ``max_depth``,
             ``tokens``, ``restarts``).
 
     Raises:
-        SSLRobustValueError: unknown task (with the valid ones).
+        SSLRobustValueError: unknown task or version (with the valid ones).
 
     Example:
         >>> import torch
@@ -277,9 +313,26 @@ def strong_attack(
         >>> attack = strong_attack(model, task="classification", steps=5)
         >>> attack.run(images, labels).success.shape
         torch.Size([4])
+        >>> plus = strong_attack(model, task="classification", steps=5, version="plus",
+        ...                      square_queries=20)
+        >>> [type(a).__name__ for a in plus.attacks]
+        ['APGD', 'APGD', 'Square']
     """
-    if task not in STRONG_TASKS:
+    version = _checks.check_choice("version", version, STRONG_VERSIONS)  # type: ignore[assignment]
+    queries = _checks.check_int("square_queries", square_queries, minimum=1)
+    if task not in STRONG_TASKS:  # a registered task: its preset, then the version on top
         more = {"eps": eps, "norm": norm, "steps": steps, "generator": generator, **options}
-        return _registered(model, task, more)
-    common = {"eps": eps, "norm": norm, "steps": steps, "generator": generator, "schedule": "apgd"}
-    return Ensemble(_PRESETS[task](model, common, options))
+        members = list(_registered(model, task, more).attacks)
+        if version == "rand":
+            eot = check_eot_iter(options.get("eot_iter", 20))
+            for member in members:
+                member.eot_iter = eot
+    else:
+        common: dict[str, Any] = {"eps": eps, "norm": norm, "steps": steps}
+        common.update(generator=generator, schedule="apgd")
+        if version == "rand":
+            options = {"eot_iter": 20, **options}
+        members = _PRESETS[task](model, common, options)
+    if version == "plus":
+        members = _with_square(members, queries, generator)
+    return Ensemble(members)

@@ -20,6 +20,8 @@ from ..tasks import TASKS, TaskSpec, get_task, list_tasks, table_number
 
 __all__ = [
     "ATTACKS",
+    "CHECK_FIELDS",
+    "CHECK_STATUSES",
     "CURVE_FIELDS",
     "GALLERY_FIELDS",
     "OPTIONAL_ROW_FIELDS",
@@ -54,7 +56,17 @@ OPTIONAL_ROW_FIELDS: tuple[str, ...] = ("strong_attack",)
 _ID_FIELDS: tuple[str, ...] = ("task", "dataset", "encoder", "encoder_type")
 CURVE_FIELDS: tuple[str, ...] = (*_ID_FIELDS, "metric", "attack", "eps", "values")
 GALLERY_FIELDS: tuple[str, ...] = (*_ID_FIELDS, "file")
-_ENCODER_TYPES: dict[str, str] = {"standard": "Standard", "deacl": "DeACL"}
+#: The keys of a ``checks`` record (``attack.check``): the cell, the attack checked
+#: (``embed_attack`` or ``task_attack``), the overall status, the indicators that failed and
+#: warned, and the full report (:meth:`~ssl_robust.reliability.EvaluationReport.to_dict`).
+CHECK_FIELDS: tuple[str, ...] = (*_ID_FIELDS, "attack", "status", "failed", "warned", "report")
+CHECK_STATUSES: tuple[str, ...] = ("pass", "warn", "fail", "skip")
+_ENCODER_TYPES: dict[str, str] = {
+    "standard": "Standard",
+    "deacl": "DeACL",
+    "fare": "FARE",
+    "multitask": "multi-task",
+}
 
 
 def suite_columns() -> list[str]:
@@ -213,6 +225,13 @@ def validate_results(results: object) -> None:
         for key, value in rec.items():
             if key not in ("encoder", "epoch"):
                 _check_value(value, f"deacl_history[{i}][{key!r}]")
+    for i, check in enumerate(_section(results, "checks")):
+        rec = _check_record(check, CHECK_FIELDS, f"checks[{i}]")
+        if rec["attack"] not in ATTACKS or rec["status"] not in CHECK_STATUSES:
+            raise SSLRobustValueError(
+                f"checks[{i}]: 'attack' must be one of {', '.join(ATTACKS)} and 'status' one of "
+                f"{', '.join(CHECK_STATUSES)}; got {rec['attack']!r} and {rec['status']!r}"
+            )
     for i, gallery in enumerate(_section(results, "galleries")):
         rec = _check_record(gallery, GALLERY_FIELDS, f"galleries[{i}]")
         if not isinstance(rec["file"], str) or Path(rec["file"]).is_absolute():

@@ -8,6 +8,7 @@ scored by every head (attack once, evaluate many); each head gets its own task a
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from ..attacks import Attack, EmbedAttack, Ensemble
 from ..data.base import DatasetInfo, SampleDataset
 from ..encoders import Encoder, EncoderOutput
 from ..evaluation import AttackLike, EvalResult, evaluate, head_of
+from ..reliability import check_evaluation
 from ..runtime import rank_world
 from ..tasks import get_task
 from .context import RunContext
@@ -145,8 +147,62 @@ def evaluate_cells(
             {**ident, "tokens": tokens, "seconds": res.seconds["embed_attack"], "heads": len(tasks)}
         )
         curves = _curves(ctx, target, tokens, info, group, data, ds) if a.curve_eps else None
+        if a.check and rank_world()[0] == 0:
+            _check_cells(ctx, ident, target, tokens, info, group, data, ds)
         for task in tasks:
             _store_task(ctx, ident, task, res, curves)
+
+
+def _check_cells(
+    ctx: RunContext,
+    ident: dict[str, str],
+    encoder: nn.Module,
+    tokens: str,
+    info: DatasetInfo,
+    group: dict[str, nn.Module],
+    data: SampleDataset,
+    ds: DatasetSpec,
+) -> None:
+    """The attack-failure checks of the cells of one token group (rank 0): the task attack of
+    every cell, and the EmbedAttack the cells share (checked once, recorded for each)."""
+    a = ctx.spec.attack
+    timings = ctx.store.results.setdefault("timings", {})
+    if ds.full_images:  # whole images of different sizes: the checks need one batch
+        for task in group:
+            for kind in ("embed_attack", "task_attack"):
+                ctx.store.add("checks", {"task": task, **ident, "attack": kind,
+                                         "status": "skip", "failed": [], "warned": [],
+                                         "report": None})  # fmt: skip
+        return
+    prefix = torch.utils.data.Subset(data, range(min(a.check_subset, len(data))))
+    n, queries, seed = a.check_subset, a.check_queries, ctx.spec.seed
+    clock = time.perf_counter()
+    embed = EmbedAttack(encoder, tokens=tokens, **ctx.attack_options(a.eps))  # type: ignore[arg-type]
+    images = torch.cat([b["image"] for b in _loader(ctx, prefix, ds)]).to(ctx.device)
+    reports = {
+        "embed_attack": check_evaluation(
+            encoder, images, task="embedding", attack=embed, subset=n, square_queries=queries,
+            seed=seed,
+        )
+    }  # fmt: skip
+    for task, model in group.items():
+        attack = _task_attack(ctx, info, a.eps)(model)
+        reports["task_attack"] = check_evaluation(
+            model, _loader(ctx, prefix, ds), task=task, attack=attack, info=info, subset=n,
+            square_queries=queries, seed=seed,
+        )  # fmt: skip
+        for kind, report in reports.items():
+            if report.status != "pass":
+                logger.warning(
+                    "evaluation check %s for %s %s %s (%s): %s", report.status.upper(),
+                    ident["encoder"], ident["dataset"], task, kind,
+                    ", ".join(report.failed + report.warned),
+                )  # fmt: skip
+            ctx.store.add("checks", {
+                "task": task, **ident, "attack": kind, "status": report.status,
+                "failed": report.failed, "warned": report.warned, "report": report.to_dict(),
+            })  # fmt: skip
+    timings["checks_seconds"] = timings.get("checks_seconds", 0.0) + time.perf_counter() - clock
 
 
 def _curves(

@@ -1,5 +1,5 @@
-"""DeACL inside the benchmark: fine-tuning an encoder entry and its per-epoch robustness
-records (the paper's Fig. 2)."""
+"""Robust fine-tuning inside the benchmark (DeACL, FARE, multi-task): fine-tuning an encoder
+entry and its per-epoch robustness records (the paper's Fig. 2)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from ..evaluation import sample_seeds, seeded_starts
 from ..runtime import global_batch_loader, is_main
 from .context import RunContext
 from .data import open_dataset
-from .spec import DatasetSpec, EncoderSpecEntry, _build
+from .spec import DatasetSpec, EncoderSpecEntry
 
-__all__ = ["DeACLHistory", "deacl_encoder", "quick_probe"]
+__all__ = ["DeACLHistory", "deacl_encoder", "defended_encoder", "quick_probe"]
 
 
 def _stack(dataset: SampleDataset, key: str | None) -> tuple[Tensor, Tensor | None]:
@@ -120,19 +120,48 @@ def quick_probe(
     return lambda f: lin((f - mean) / std)
 
 
-def deacl_encoder(
+def _teacher_heads(
+    ctx: RunContext, entry: EncoderSpecEntry, base: Encoder, ds: DatasetSpec, tasks: tuple[str, ...]
+) -> dict[str, nn.Module]:
+    """Heads fitted on the base (teacher) encoder, as for its own evaluation (the same cache
+    file), copied so that fine-tuning never touches the base's evaluation heads."""
+    from ..tasks import get_task
+    from .data import dataset_info
+    from .heads import trained_model
+
+    assert entry.deacl is not None
+    info = dataset_info(open_dataset(ds, ds.train_split, subset=1, seed=ctx.spec.seed))
+    missing = [t for t in tasks if t not in info.tasks]
+    if missing:
+        raise _checks.SSLRobustValueError(
+            f"encoder {entry.name!r}: multitask fine-tuning on dataset {ds.name!r} needs "
+            f"{missing} targets; it has {list(info.tasks)}"
+        )
+    heads: dict[str, nn.Module] = {}
+    for task in tasks:
+        model = trained_model(ctx, entry.deacl.base, base, ds, get_task(task).name, info)
+        inner: Any = getattr(model, "model", model)  # a SlidingWindow wraps the TaskModel
+        heads[task] = copy.deepcopy(inner.adaptor)
+    return heads
+
+
+def defended_encoder(
     ctx: RunContext, entry: EncoderSpecEntry, base: Encoder, eval_ds: DatasetSpec
 ) -> Encoder:
-    """The DeACL fine-tuned version of ``base`` (trained once, then loaded from ``out``).
+    """The robust fine-tuned version of ``base`` (trained once, then loaded from ``out``).
 
-    Under torch.distributed the student is trained with DistributedDataParallel and a
+    The method of ``entry.deacl`` (the ``[encoders.defense]`` table) picks the recipe
+    (:data:`~ssl_robust.defenses.DEFENSE_METHODS`): ``deacl``, ``fare`` or ``multitask``
+    (whose TaskAT heads are the base encoder's heads, fitted on it exactly as for its
+    evaluation). The evaluation of the result always fits fresh heads on it. Under
+    torch.distributed the student is trained with DistributedDataParallel and a
     DistributedSampler; each rank takes ``batch_size / world_size`` images, so the global
     batch is the configured one.
     """
-    from ..defenses import DeACLConfig, DeACLTrainer
+    from ..defenses.recipes import make_trainer
 
     if entry.deacl is None:
-        raise _checks.SSLRobustValueError(f"encoder {entry.name!r} has no deacl settings")
+        raise _checks.SSLRobustValueError(f"encoder {entry.name!r} has no defense settings")
     d = entry.deacl
     exported = ctx.store.out / "encoders" / f"{entry.name}.pt"
     student = copy.deepcopy(base).cpu().requires_grad_(True)
@@ -143,16 +172,17 @@ def deacl_encoder(
     if exported.exists():
         student.load_state_dict(torch.load(exported, map_location="cpu", weights_only=True))
         return student
+    recipe = d.recipe()
     ds = next(x for x in ctx.spec.datasets if x.name == d.dataset)
+    heads = _teacher_heads(ctx, entry, base, ds, recipe.tasks_needed())
     train = open_dataset(ds, ds.train_split, subset=d.train_size, seed=ctx.spec.seed)
     loader = global_batch_loader(
         train,
         global_batch=d.batch_size,
         seed=ctx.spec.seed,
-        name=f"encoder {entry.name!r}: deacl.batch_size",
+        name=f"encoder {entry.name!r}: {d.method}.batch_size",
     )
-    config = _build(DeACLConfig, dict(d.config), f"encoders[{entry.name!r}].deacl.config")
-    trainer = DeACLTrainer(student.to(ctx.device), config=config)
+    trainer = make_trainer(recipe, student.to(ctx.device), heads=heads)
     n = ctx.spec.attack.curve_subset
     ev = open_dataset(
         eval_ds, eval_ds.eval_split, subset=ctx.spec.eval.subset, seed=ctx.spec.eval.seed
@@ -176,7 +206,7 @@ def deacl_encoder(
     )
     log = trainer.fit(
         loader,
-        checkpoint_dir=ctx.store.out / "deacl" / entry.name,
+        checkpoint_dir=ctx.store.out / d.method / entry.name,
         callbacks=[history],
         progress=ctx.progress,
     )
@@ -188,3 +218,7 @@ def deacl_encoder(
         trainer.export_student(exported)
     ctx.store.save()
     return student
+
+
+#: The older name of :func:`defended_encoder`.
+deacl_encoder = defended_encoder

@@ -151,9 +151,12 @@ def check_weights(config: Mapping[str, Any], device: str | None) -> list[Problem
 
 
 def check_roots(config: Mapping[str, Any], device: str | None) -> list[Problem]:
-    """Every dataset split the run reads opens (root present, layout as expected)."""
-    from ..data import dataset_entry, list_datasets
-    from .data import open_images
+    """Every dataset split the run reads passes the checks of ``ssl-robust data check``.
+
+    A dataset entry without tasks (read by DeACL only) is checked on its train split only.
+    """
+    from ..data import check_dataset, dataset_entry, list_datasets
+    from .spec import check_dataset_options
 
     problems = []
     for i, d in _entries(config, "datasets"):
@@ -169,26 +172,29 @@ def check_roots(config: Mapping[str, Any], device: str | None) -> list[Problem]:
                 )
             )
             continue
-        splits = dict.fromkeys((d.get("train_split", "train"), d.get("eval_split", "val")))
-        for split in splits:
+        train = str(d.get("train_split", "train"))
+        read = (train, str(d.get("eval_split", "val"))) if d.get("tasks") else (train,)
+        options = d.get("options", {}) or {}
+        for split in dict.fromkeys(read):
             try:
-                open_images(
-                    str(dataset), root, str(split), image_size=int(d.get("image_size", 224)),
-                    options=d.get("options", {}) or {}, subset=1, seed=0,
-                )  # fmt: skip
-            except FileNotFoundError as err:
-                problems.append(
-                    Problem(
-                        f"datasets[{i}] ({name}), split {split!r}: {err}",
-                        f"put the data under {root!r} in the layout shown, or fix root",
-                    )
-                )
-                break
+                check_dataset_options(options, f"datasets[{name!r}].options")
+                report = check_dataset(str(dataset), root, split=split, **options)
             except (_checks.SSLRobustValueError, _checks.SSLRobustTypeError) as err:
                 problems.append(
                     Problem(f"datasets[{i}] ({name}), split {split!r}: {err}", "fix the entry")
                 )
                 break
+            problems.extend(
+                Problem(
+                    f"datasets[{i}] ({name}): {what}",
+                    f"run `ssl-robust data check {dataset} {root or ''}`".rstrip()
+                    + " for the layouts accepted (docs/data.md), and put the data under "
+                    f"{root!r} in one of them, or fix root",
+                )
+                for what in report.problems
+            )
+            if report.problems:
+                break  # the other split sits in the same root: one report is enough
     return problems
 
 

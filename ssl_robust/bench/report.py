@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..reliability import EvaluationReport
+from ..runtime import atomic_write_json
 from ..tasks import table_number
 from ._plots import load_matplotlib, write_figures
 from ._schema import (
@@ -36,12 +38,13 @@ __all__ = [
     "load_results",
     "render_report",
     "validate_results",
+    "write_checks",
     "write_figures",
     "write_tables",
 ]
 
 _MISSING = "–"
-_TYPE_ORDER = {"standard": 0, "deacl": 1}
+_TYPE_ORDER = {"standard": 0, "deacl": 1, "fare": 2, "multitask": 3}
 
 
 def _number(value: object) -> float | None:
@@ -82,7 +85,27 @@ def _sort_key(row: Mapping[str, Any]) -> tuple[str, str, int, str]:
     return (row["dataset"], row["encoder"], _TYPE_ORDER.get(etype, len(_TYPE_ORDER)), etype)
 
 
-def _task_table(task: str, rows: list[Mapping[str, Any]]) -> list[str]:
+#: Marks of a cell whose evaluation check warned or failed (``attack.check``).
+_MARKS = {"warn": " ⚠", "fail": " ✗"}
+
+Checks = Mapping[tuple[str, str, str, str], Mapping[str, Any]]
+
+
+def _checks_by_cell(results: Mapping[str, Any]) -> dict[tuple[str, str, str, str], Any]:
+    return {
+        (c["task"], c["dataset"], c["encoder"], c["attack"]): c for c in results.get("checks") or []
+    }
+
+
+def _mark(checks: Checks, row: Mapping[str, Any], key: str) -> str:
+    check = checks.get((row["task"], row["dataset"], row["encoder"], key))
+    return _MARKS.get(check["status"], "") if check else ""
+
+
+def _task_table(
+    task: str, rows: list[Mapping[str, Any]], checks: Checks | None = None
+) -> list[str]:
+    checks = checks or {}
     info = task_info(task)
     label = f"{info.metric_label} {info.arrow}"
     columns = [("EmbedAttack", "embed_attack"), (info.attack_label, "task_attack")]
@@ -103,10 +126,25 @@ def _task_table(task: str, rows: list[Mapping[str, Any]]) -> list[str]:
             _md(row["encoder"]),
             _md(encoder_type_label(row["encoder_type"])),
             _fmt(row["clean"]),
-            *(_fmt(row.get(key)) for _, key in columns),
+            *(_fmt(row.get(key)) + _mark(checks, row, key) for _, key in columns),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    flagged = [
+        (row, key, checks[(row["task"], row["dataset"], row["encoder"], key)])
+        for row in rows
+        for _, key in columns
+        if _mark(checks, row, key)
+    ]
+    for row, key, check in flagged:
+        names = ", ".join([*check["failed"], *check["warned"]])
+        lines.append(
+            f"{_MARKS[check['status']].strip()} {_md(row['dataset'])} / {_md(row['encoder'])}, "
+            f"{key}: the evaluation check {'failed' if check['status'] == 'fail' else 'warned'}"
+            f" ({_md(names)}); the value may overstate robustness — see checks.md"
+        )
+    if flagged:
+        lines.append("")
     for row in rows:
         changes = "; ".join(
             f"{name}: {info.metric_text} {_fmt(row.get(key))} vs clean {_fmt(row['clean'])} "
@@ -117,6 +155,85 @@ def _task_table(task: str, rows: list[Mapping[str, Any]]) -> list[str]:
         lines.append(f"- {_md(who)} — {_md(changes)}")
     lines.append("")
     return lines
+
+
+_ATTACK_KEYS = (
+    ("EmbedAttack", "embed_attack"),
+    ("task", "task_attack"),
+    ("strong", "strong_attack"),
+)
+
+
+def _gain(task: str, value: object, base: object) -> tuple[str, bool] | None:
+    """Text of a defended value against the standard one, and whether it protects."""
+    v, b = _number(value), _number(base)
+    if v is None or b is None or not (math.isfinite(v) and math.isfinite(b)):
+        return None
+    if task_info(task).higher_is_better:
+        return f"{v - b:+.2f}", v - b >= 0.02
+    if b <= 0:
+        return None
+    return f"×{v / b:.2f}", v / b <= 0.95
+
+
+def _versus(
+    rows: list[Mapping[str, Any]], against: str, summary: dict[str, dict[str, list[int]]]
+) -> list[str]:
+    """One line per encoder (neither standard nor ``against``) and task: its metrics against
+    those of the ``against`` encoder type on the same dataset (counts go into ``summary``)."""
+    lines: list[str] = []
+    base_rows = {(r["dataset"], r["task"]): r for r in rows if r["encoder_type"] == against}
+    for row in sorted(rows, key=lambda r: (r["dataset"], table_number(r["task"]), _sort_key(r))):
+        base = base_rows.get((row["dataset"], row["task"]))
+        if row["encoder_type"] in ("standard", against) or base is None:
+            continue
+        info = task_info(row["task"])
+        parts = []
+        for name, key in _ATTACK_KEYS:
+            gain = _gain(row["task"], row.get(key), base.get(key))
+            if gain is None:
+                continue
+            label = info.attack_label if name == "task" else name
+            parts.append(f"{label} {gain[0]}")
+            counts = summary.setdefault(encoder_type_label(row["encoder_type"]), {})
+            counts.setdefault(name, [0, 0])
+            counts[name][0] += int(gain[1])
+            counts[name][1] += 1
+        clean = _gain(row["task"], row.get("clean"), base.get("clean"))
+        if clean is not None:
+            parts.append(f"clean {clean[0]}")
+        who = f"{row['dataset']} / {row['task']} ({info.metric_text} {info.arrow}), "
+        who += f"{row['encoder']} ({encoder_type_label(row['encoder_type'])})"
+        lines.append(f"- {_md(who)}: " + ", ".join(parts))
+    return lines
+
+
+def _protection(rows: list[Mapping[str, Any]]) -> list[str]:
+    """The "What protects what" section: every defended encoder against the standard one
+    (with a summary), then every other defense against DeACL (the paper's defense)."""
+    summary: dict[str, dict[str, list[int]]] = {}
+    lines = _versus(rows, "standard", summary)
+    if not lines:
+        return []
+    vs_deacl = _versus(rows, "deacl", {})
+    what = {"EmbedAttack": "EmbedAttack", "task": "the task attacks", "strong": "strong_attack"}
+    sentences = []
+    for etype, counts in summary.items():
+        said = ", ".join(f"{what[k]} on {c[0]} of {c[1]} tasks" for k, c in counts.items())
+        sentences.append(f"{etype} protects against {said}")
+    return [
+        "## What protects what",
+        "",
+        "Each defended encoder against the standard encoder of the same dataset, per attack "
+        "(accuracy and mIoU: difference, higher is better; RMSE: ratio, lower is better). "
+        "An attack counts as protected against when the metric improves by at least 0.02 "
+        "(or the RMSE falls by 5 %): " + "; ".join(sentences) + ". Evaluation heads are "
+        "fitted fresh on every encoder, so a gain comes from the encoder's features.",
+        "",
+        *lines,
+        "",
+        *(["Against DeACL (same conventions):", "", *vs_deacl, ""] if vs_deacl else []),
+    ]
 
 
 def _flat_timings(timings: object, prefix: str = "") -> list[tuple[str, float]]:
@@ -187,8 +304,10 @@ def write_tables(results: Mapping[str, Any], out_dir: str | Path) -> dict[str, P
     present = ordered_tasks({r["task"] for r in rows})
     if not present:
         lines += ["_No results._", ""]
+    checks = _checks_by_cell(results)
     for task in present:
-        lines += _task_table(task, [r for r in rows if r["task"] == task])
+        lines += _task_table(task, [r for r in rows if r["task"] == task], checks)
+    lines += _protection(rows)
     timings = _flat_timings(results.get("timings"))
     if timings:
         lines += ["## Timings", "", "| Step | Value |", "|---|---|"]
@@ -196,7 +315,40 @@ def write_tables(results: Mapping[str, Any], out_dir: str | Path) -> dict[str, P
         lines.append("")
     md_path = out / "tables.md"
     md_path.write_text("\n".join(lines), encoding="utf-8")
-    return {"csv": csv_path, "markdown": md_path}
+    paths = {"csv": csv_path, "markdown": md_path}
+    if results.get("checks"):
+        paths.update(write_checks(results, out))
+    return paths
+
+
+def write_checks(results: Mapping[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write ``checks.md`` (every evaluation check as its Markdown report) and ``checks.json``
+    (the ``checks`` records of ``results.json``) into ``out_dir``.
+
+    Returns:
+        ``{"checks_markdown": path, "checks_json": path}``.
+    """
+    out = Path(out_dir)
+    records = list(results.get("checks") or [])
+    lines = ["# Evaluation checks", ""]
+    counts = {s: sum(r["status"] == s for r in records) for s in ("pass", "warn", "fail", "skip")}
+    lines += [", ".join(f"{n} {s}" for s, n in counts.items()), ""]
+    for rec in records:
+        lines.append(
+            f"## {_md(rec['dataset'])} / {_md(rec['encoder'])} / {rec['task']} — "
+            f"{rec['attack']}: {rec['status'].upper()}"
+        )
+        lines.append("")
+        report = rec.get("report")
+        if report:
+            lines.append(EvaluationReport.from_dict(report).to_markdown())
+        else:
+            lines += ["_Not checked (whole images of different sizes)._", ""]
+    md = out / "checks.md"
+    md.write_text("\n".join(lines), encoding="utf-8")
+    js = out / "checks.json"
+    atomic_write_json(records, js)
+    return {"checks_markdown": md, "checks_json": js}
 
 
 def render_report(out_dir: str | Path) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """The benchmark runner: heads, attacks and metrics for every encoder × dataset × task.
 
-For each encoder (standard, or DeACL fine-tuned from another entry) and each dataset it trains
-(and caches) one linear head per task, then evaluates them with the streaming
-:func:`ssl_robust.evaluate` on one fixed evaluation subset per dataset, identical for every
-encoder and attack: clean, under EmbedAttack (CLS tokens for classification, patch tokens for
+For each encoder (standard, or robust fine-tuned from another entry: DeACL, FARE, multi-task)
+and each dataset it trains (and caches) one linear head per task, then evaluates them with the
+streaming :func:`ssl_robust.evaluate` on one fixed evaluation subset per dataset, identical for
+every encoder and attack: clean, under EmbedAttack (CLS tokens for classification, patch tokens for
 dense tasks, computed once per batch for every head on those tokens) and under the task
 attack (PGD / SegPGD / DepthPGD). Every finished cell is written to ``results.json`` at once,
 and a rerun skips the cells already there.

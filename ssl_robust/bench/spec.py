@@ -25,6 +25,9 @@ from .suites import get_defense, list_suites
 
 __all__ = [
     "DEFAULT_DEACL_WEIGHTS",
+    "DEFAULT_MULTITASK",
+    "DEFAULT_MULTITASK_WEIGHTS",
+    "RECIPE_METHODS",
     "RUNNER_DATASET_KEYS",
     "RUNNER_ENCODER_KEYS",
     "SUITES",
@@ -39,6 +42,7 @@ __all__ = [
     "default_spec",
     "load_spec",
     "parse_suite",
+    "recipe_from_table",
 ]
 
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
@@ -76,6 +80,12 @@ class AttackSpec:
             attacks: AutoAttack-style for classification, SEA-style for segmentation) as the
             ``strong_attack`` column.
         strong_steps: steps of each member of the strong attack (AutoAttack uses 100).
+        check: run :func:`~ssl_robust.reliability.check_evaluation` for every cell (its task
+            attack) and every EmbedAttack, on the first ``check_subset`` evaluation images;
+            writes ``checks.md`` / ``checks.json`` and marks the cells of ``tables.md`` whose
+            evaluation warned or failed.
+        check_subset: images the checks use (a prefix of the evaluation subset).
+        check_queries: Square's queries per image in the checks.
     """
 
     eps: float = 8 / 255
@@ -87,9 +97,18 @@ class AttackSpec:
     segpgd_threshold: float = 0.01
     suite: tuple[str, ...] = ("paper",)
     strong_steps: int = 100
+    check: bool = False
+    check_subset: int = 64
+    check_queries: int = 500
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "suite", parse_suite(self.suite))
+        if not isinstance(self.check, bool):
+            raise _checks.SSLRobustTypeError(
+                f"attack.check must be true or false; got {self.check!r}"
+            )
+        _checks.check_int("attack.check_subset", self.check_subset, minimum=1)
+        _checks.check_int("attack.check_queries", self.check_queries, minimum=1)
         _checks.check_int("attack.strong_steps", self.strong_steps, minimum=1)
         object.__setattr__(self, "eps", parse_budget("attack.eps", self.eps))
         object.__setattr__(self, "step_size", parse_budget("attack.step_size", self.step_size))
@@ -140,11 +159,17 @@ class DeACLSpec:
         dataset: name of the dataset entry whose train split is used.
         train_size: training images (seeded subset).
         batch_size: batch size.
-        config: overrides of :class:`~ssl_robust.defenses.DeACLConfig` (e.g. epochs, lr).
-        checkpoint: use an existing DeACL checkpoint or exported student weights instead of
+        config: the method's options. ``deacl``: :class:`~ssl_robust.defenses.DeACLConfig`
+            fields (e.g. epochs, lr). ``fare`` / ``multitask``: the keys of the ``[finetune]``
+            table of ``ssl-robust finetune`` (:func:`recipe_from_table`): the loop's
+            :class:`~ssl_robust.defenses.RobustConfig` fields, ``combine``, ``anchor``,
+            ``tasks`` and the ``fare``, ``task_at``, ``deacl`` sub-tables. ``multitask``
+            trains against the base entry's own heads (fitted on it, as for its evaluation),
+            so ``dataset`` must carry the targets of ``tasks``.
+        checkpoint: use an existing checkpoint or exported student weights instead of
             training (then ``base`` gives the architecture).
-        method: the defense (:func:`~ssl_robust.bench.register_defense`), ``"deacl"`` by
-            default.
+        method: the defense (:func:`~ssl_robust.bench.register_defense`): ``"deacl"`` (the
+            default), ``"fare"``, ``"multitask"`` or a registered one.
     """
 
     base: str
@@ -157,9 +182,81 @@ class DeACLSpec:
 
     def __post_init__(self) -> None:
         get_defense(self.method)
-        _checks.check_int("deacl.batch_size", self.batch_size, minimum=1)
+        _checks.check_int(f"{self.method}.batch_size", self.batch_size, minimum=1)
         if self.train_size is not None:
-            _checks.check_int("deacl.train_size", self.train_size, minimum=1)
+            _checks.check_int(f"{self.method}.train_size", self.train_size, minimum=1)
+        if self.method in RECIPE_METHODS:
+            self.recipe()  # every setting checked now
+
+    def recipe(self) -> Any:
+        """The :class:`~ssl_robust.defenses.FinetuneSpec` of a built-in method (``deacl``,
+        ``fare``, ``multitask``), budgets parsed."""
+        if not isinstance(self.config, Mapping):
+            raise _checks.SSLRobustTypeError(
+                f"{self.method}.config must be a table; got {self.config!r}"
+            )
+        if "method" in self.config:
+            raise _checks.SSLRobustValueError(
+                f"{self.method}.config has no 'method' key: the method is the table's"
+            )
+        return recipe_from_table({**self.config, "method": self.method}, f"{self.method}.config")
+
+
+#: The defenses whose options :func:`recipe_from_table` reads (built into the library).
+RECIPE_METHODS: tuple[str, ...] = ("deacl", "fare", "multitask")
+
+
+def _budget_table(table: object, where: str) -> dict[str, Any]:
+    if not isinstance(table, Mapping):
+        raise _checks.SSLRobustTypeError(f"{where} must be a table of keys; got {table!r}")
+    out = dict(table)
+    for key in ("eps", "step_size"):
+        if key in out:
+            out[key] = parse_budget(f"{where}.{key}", out[key])
+    return out
+
+
+def recipe_from_table(table: Mapping[str, Any], where: str = "finetune") -> Any:
+    """A :class:`~ssl_robust.defenses.FinetuneSpec` from a TOML table: ``method``,
+    ``combine``, ``anchor``, ``tasks``, the loop's fields (:class:`~ssl_robust.defenses.
+    RobustConfig`; for ``method = "deacl"`` also the DeACL fields, as in ``[deacl]``) and the
+    sub-tables ``deacl``, ``fare``, ``task_at``. Budgets may be fractions (``"4/255"``).
+
+    Example:
+        >>> recipe_from_table({"method": "fare", "epochs": 2, "warmup_epochs": 1,
+        ...                    "fare": {"eps": "2/255"}}).fare
+        {'eps': 0.00784313725490196}
+    """
+    from ..defenses import RobustConfig
+    from ..defenses.recipes import FinetuneSpec
+
+    table = _budget_table(table, where)
+    spec_keys = ("method", "combine", "anchor", "tasks", "deacl", "fare", "task_at")
+    loop_keys = {f.name for f in dataclasses.fields(RobustConfig)}
+    method = table.get("method", "deacl")
+    flat = {k: v for k, v in table.items() if k not in spec_keys}
+    loop = {k: v for k, v in flat.items() if k in loop_keys}
+    deacl = _budget_table(table.get("deacl", {}), f"{where}.deacl")
+    extra = sorted(set(flat) - loop_keys)
+    if method == "deacl":
+        deacl.update({k: flat[k] for k in extra})
+    elif extra:
+        raise _checks.SSLRobustValueError(
+            f"unknown key{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))} in "
+            f"{where}; valid keys: {', '.join((*spec_keys, *sorted(loop_keys)))} (objective "
+            f"settings go in the {where}.fare, {where}.task_at and {where}.deacl tables)"
+        )
+    tasks = table.get("tasks", ("classification", "segmentation", "depth"))
+    return FinetuneSpec(
+        method=method,
+        combine=table.get("combine", "avg"),
+        anchor=table.get("anchor", "fare"),
+        tasks=tuple(tasks) if isinstance(tasks, list) else tasks,
+        loop=loop,
+        deacl=deacl,
+        fare=_budget_table(table.get("fare", {}), f"{where}.fare"),
+        task_at=_budget_table(table.get("task_at", {}), f"{where}.task_at"),
+    )
 
 
 @dataclass(frozen=True)
@@ -441,9 +538,7 @@ def spec_from_dict(data: Mapping[str, Any]) -> BenchSpec:
         raise _checks.SSLRobustTypeError("a benchmark config must be a table of keys")
     plugins = data.get("plugins", [])
     if not isinstance(plugins, (list, tuple)) or not all(isinstance(p, str) for p in plugins):
-        raise _checks.SSLRobustTypeError(
-            f"plugins must be a list of module names; got {plugins!r}"
-        )
+        raise _checks.SSLRobustTypeError(f"plugins must be a list of module names; got {plugins!r}")
     for module in plugins:  # imported first: they register tasks, datasets, suites, ...
         import_plugin(module)
     encoders = []
@@ -541,18 +636,45 @@ def load_spec(path: str | Path) -> BenchSpec:
 DEFAULT_DEACL_WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "vit_tiny_shapes_deacl.pt"
 
 
+#: Multi-task fine-tuned weights of the bundled encoder (scripts/multitask_default_encoder.py,
+#: i.e. ``ssl-robust finetune --config configs/finetune.toml``).
+DEFAULT_MULTITASK_WEIGHTS = (
+    Path(__file__).resolve().parents[1] / "assets" / "vit_tiny_shapes_multitask.pt"
+)
+
+#: The multi-task recipe of the embedded default (the same settings as configs/finetune.toml):
+#: FARE on the CLS and patch tokens as the anchor (weighted 0.05: its squared distances are
+#: ~50 on this encoder) plus PGD / SegPGD / DepthPGD at 8/255 against heads fitted on the
+#: teacher, 3 epochs on 512 shapes scenes.
+DEFAULT_MULTITASK: dict[str, Any] = {
+    "train_size": 512,
+    "batch_size": 128,
+    "config": {
+        "epochs": 3, "warmup_epochs": 1, "lr": 0.05, "augment": False,
+        "fare": {"tokens": "cls+patch", "eps": 4 / 255, "step_size": 1 / 255, "steps": 3,
+                 "weight": 0.05},
+        "task_at": {"eps": 8 / 255, "step_size": 3 / 255, "steps": 3},
+    },
+}  # fmt: skip
+
+
 def default_spec(out: str = "ssl_robust_results", *, fine_tune: bool = False) -> BenchSpec:
     """The embedded default: runs on a laptop CPU in minutes, with no downloads.
 
     The built-in ``vit_tiny_shapes`` encoder (self-supervised on ``shapes``, weights shipped in
-    the package) and its DeACL fine-tuned version, evaluated on the synthetic ``shapes`` data
+    the package), its DeACL fine-tuned version (the paper's finding: it protects against
+    EmbedAttack only) and its multi-task fine-tuned version (the remedy: FARE + task-aware
+    adversarial training, :data:`DEFAULT_MULTITASK`), evaluated on the synthetic ``shapes`` data
     for classification, segmentation and depth with the paper's attack settings. The DeACL
     weights ship in the package too (made by ``scripts/deacl_default_encoder.py`` with the
     settings below); ``fine_tune=True`` fine-tunes them in the runner instead, recording the
-    per-epoch DeACL history (the paper's Fig. 2).
+    per-epoch DeACL history (the paper's Fig. 2). The multi-task weights ship too, made by
+    ``scripts/multitask_default_encoder.py`` (``ssl-robust finetune --config
+    configs/finetune.toml``, the same recipe with heads fitted on its own 512 images).
     """
     shapes_opts = {"size": 4000, "contrast": 0.35}
     shipped = DEFAULT_DEACL_WEIGHTS.is_file() and not fine_tune
+    multitask_shipped = DEFAULT_MULTITASK_WEIGHTS.is_file() and not fine_tune
     return BenchSpec(
         encoders=(
             EncoderSpecEntry(name="vit_tiny_shapes", registry="vit_tiny_shapes", pretrained=True),
@@ -565,6 +687,16 @@ def default_spec(out: str = "ssl_robust_results", *, fine_tune: bool = False) ->
                     batch_size=128,
                     config={"epochs": 6, "warmup_epochs": 1, "lr": 0.05},
                     checkpoint=str(DEFAULT_DEACL_WEIGHTS) if shipped else None,
+                ),
+            ),
+            EncoderSpecEntry(
+                name="vit_tiny_shapes_multitask",
+                defense=DeACLSpec(
+                    method="multitask",
+                    base="vit_tiny_shapes",
+                    dataset="shapes",
+                    checkpoint=str(DEFAULT_MULTITASK_WEIGHTS) if multitask_shipped else None,
+                    **DEFAULT_MULTITASK,
                 ),
             ),
         ),
@@ -589,8 +721,16 @@ def default_spec(out: str = "ssl_robust_results", *, fine_tune: bool = False) ->
             ),
         },
         # the ε curves on the first 32 evaluation images (the main results use all 128);
-        # the strong suite with 10 steps per member instead of AutoAttack's 100, for a CPU
-        attack=AttackSpec(curve_subset=32, suite=("paper", "strong"), strong_steps=10),
+        # the strong suite with 10 steps per member instead of AutoAttack's 100, for a CPU;
+        # the evaluation checks on the first 16 images, Square with 100 queries
+        attack=AttackSpec(
+            curve_subset=32,
+            suite=("paper", "strong"),
+            strong_steps=10,
+            check=True,
+            check_subset=16,
+            check_queries=100,
+        ),
         eval=EvalSpec(subset=128, seed=0, batch_size=64, gallery=4),
         out=out,
         threads=None,

@@ -21,7 +21,7 @@ from .spec import BenchSpec
 
 __all__ = ["ResultsStore", "config_differences"]
 
-_SECTIONS = ("rows", "curves", "deacl_history", "galleries")
+_SECTIONS = ("rows", "curves", "deacl_history", "galleries", "checks")
 _SUBDIRS = ("heads", "encoders", "deacl", "galleries", "figures")
 _UNHASHED = ("out", "device", "threads")  # keys that do not change results
 
@@ -138,7 +138,7 @@ class ResultsStore:
         )
 
     def add(self, section: str, record: dict[str, Any]) -> None:
-        """Append a record to ``rows``, ``curves`` or ``galleries`` and save."""
+        """Append a record to ``rows``, ``curves``, ``galleries`` or ``checks`` and save."""
         self.results[section].append(record)
         self.save()
 

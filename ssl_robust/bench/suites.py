@@ -199,12 +199,12 @@ def _strong(model: Any, task: Any, info: Any, *, eps: float, settings: Any) -> A
     return task.make_strong_attack(model, info, eps=eps, steps=settings.strong_steps)
 
 
-def _deacl(
+def _robust(
     ctx: RunContext, entry: EncoderSpecEntry, base: Encoder, eval_ds: DatasetSpec
 ) -> Encoder:
-    from .history import deacl_encoder  # the trainer's imports, only when it runs
+    from .history import defended_encoder  # the trainer's imports, only when it runs
 
-    return deacl_encoder(ctx, entry, base, eval_ds)
+    return defended_encoder(ctx, entry, base, eval_ds)
 
 
 register_suite(
@@ -218,8 +218,24 @@ register_suite(
 register_defense(
     DefenseSpec(
         "deacl",
-        _deacl,
+        _robust,
         description="DeACL (Zhang et al. 2022; paper §3.3): the cosine distillation with an "
         "EmbedAttack term, ssl_robust.defenses.DeACLTrainer",
+    )
+)
+register_defense(
+    DefenseSpec(
+        "fare",
+        _robust,
+        description="FARE (Schlarmann et al. 2024): squared distance of the attacked student "
+        "to the clean teacher, on CLS and/or patch tokens, ssl_robust.defenses.FARE",
+    )
+)
+register_defense(
+    DefenseSpec(
+        "multitask",
+        _robust,
+        description="multi-task: a FARE (or DeACL) anchor plus each task head's own attack "
+        "(PGD, SegPGD, DepthPGD) on the base entry's heads, ssl_robust.defenses.TaskAT",
     )
 )

@@ -1,13 +1,17 @@
-"""The ``fit`` loop of :class:`DeACLTrainer`: epochs, checkpoints, resume, torch.distributed."""
+"""The ``fit`` loop of the robust trainers: epochs, checkpoints, resume, torch.distributed.
+
+The loop knows the trainer only through :class:`LoopTrainer` (what it calls), so it imports no
+trainer: the trainers import it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -16,13 +20,48 @@ from torch import nn
 from .. import _checks
 from ..runtime import atomic_save, progress_bar, rank_world
 
-if TYPE_CHECKING:
-    from .deacl import DeACLTrainer
+__all__ = ["CHECKPOINT_NAME", "EpochCallback", "LoopTrainer", "fit"]
 
-__all__ = ["CHECKPOINT_NAME", "fit"]
-
-#: File name of the checkpoint ``fit`` keeps in ``checkpoint_dir``.
+#: File name of the checkpoint LoopTrainer's ``fit`` keeps in ``checkpoint_dir``.
 CHECKPOINT_NAME = "deacl_checkpoint.pt"
+
+EpochCallback = Callable[[int, nn.Module], Any]
+
+
+class LoopTrainer(Protocol):
+    """What ``fit`` needs of a trainer."""
+
+    @property
+    def checkpoint_name(self) -> str: ...
+
+    @property
+    def label(self) -> str: ...
+
+    student: nn.Module
+    teacher: nn.Module
+    generator: torch.Generator
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    epoch: int
+    loop_config: Any
+    _model: nn.Module
+    _pass_module: nn.Module
+    _separate: bool
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def tasks(self) -> list[str]: ...
+
+    def training_step(
+        self, batch: Any, *, tasks: Sequence[str] | None = None
+    ) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any], *, check_config: bool = True) -> None: ...
+
 
 logger = logging.getLogger("ssl_robust.defenses")
 
@@ -47,7 +86,7 @@ def _set_epoch(loader: object, epoch: int) -> bool:
     return False
 
 
-def _wrap_ddp(trainer: DeACLTrainer) -> nn.Module:
+def _wrap_ddp(trainer: LoopTrainer) -> nn.Module:
     """DistributedDataParallel around the student; the teacher is made equal to rank 0's."""
     from torch.nn.parallel import DistributedDataParallel
 
@@ -62,7 +101,7 @@ def _wrap_ddp(trainer: DeACLTrainer) -> nn.Module:
             dist.broadcast(t.data, src=0)
     device = trainer.device
     return DistributedDataParallel(
-        trainer.student,
+        trainer._pass_module,
         device_ids=[device] if device.type == "cuda" else None,
         # Parameters that never enter the forward (DINOv2's mask_token) must not stall the
         # reduction. (static_graph=True was tried: ranks diverged under the gloo test.)
@@ -70,7 +109,7 @@ def _wrap_ddp(trainer: DeACLTrainer) -> nn.Module:
     )
 
 
-def _check_same_epoch(trainer: DeACLTrainer) -> None:
+def _check_same_epoch(trainer: LoopTrainer) -> None:
     """Every rank must start from the same epoch (the checkpoint must be visible to all)."""
     epochs = torch.tensor([trainer.epoch, -trainer.epoch], device=trainer.device)
     dist.all_reduce(epochs, op=dist.ReduceOp.MAX)
@@ -81,9 +120,7 @@ def _check_same_epoch(trainer: DeACLTrainer) -> None:
         )
 
 
-def _run_callbacks(
-    trainer: DeACLTrainer, epoch: int, callbacks: tuple[Callable[[int, nn.Module], Any], ...]
-) -> None:
+def _run_callbacks(trainer: LoopTrainer, epoch: int, callbacks: tuple[EpochCallback, ...]) -> None:
     student = trainer.student
     was_training = student.training
     student.eval()
@@ -94,12 +131,60 @@ def _run_callbacks(
         student.train(was_training)
 
 
-def _progress(loader: object, epochs: int, enabled: bool) -> Any:
-    n = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
-    return progress_bar(None if n is None else n * epochs, "DeACL", enabled=enabled, unit="batch")
+def _progress(n: int | None, epochs: int, enabled: bool, label: str) -> Any:
+    return progress_bar(None if n is None else n * epochs, label, enabled=enabled, unit="batch")
 
 
-def _load_checkpoint(trainer: DeACLTrainer, path: Path) -> None:
+def _length(loader: object) -> int | None:
+    return len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
+
+
+def _check_loaders(trainer: LoopTrainer, loaders: Mapping[str, Iterable[Any]]) -> None:
+    heads = trainer.tasks
+    missing = [t for t in heads if t not in loaders]
+    extra = [t for t in loaders if t not in heads]
+    if not loaders or missing or extra:
+        raise _checks.SSLRobustValueError(
+            "fit({task: loader}) needs exactly one loader per TaskAT head; heads: "
+            f"{heads}, loaders given for: {sorted(map(str, loaders))}"
+            + (f" (no loader for {missing})" if missing else "")
+            + (f" (no head for {extra})" if extra else "")
+        )
+    for task, ld in loaders.items():
+        if iter(ld) is ld:
+            raise _checks.SSLRobustTypeError(
+                f"the {task} loader must be re-iterable (a DataLoader or a list), not a "
+                "one-shot iterator"
+            )
+        if _length(ld) is None:
+            raise _checks.SSLRobustTypeError(
+                f"the {task} loader must have a length (a DataLoader or a list) to be cycled"
+            )
+
+
+def _interleave(loaders: Mapping[str, Iterable[Any]]) -> Iterator[tuple[Any, tuple[str, ...]]]:
+    """One batch of each loader in turn; shorter ones restart until the longest is done."""
+    longest = max(_length(ld) or 0 for ld in loaders.values())
+    its = {t: iter(ld) for t, ld in loaders.items()}
+    for _ in range(longest):
+        for task, ld in loaders.items():
+            try:
+                batch = next(its[task])
+            except StopIteration:
+                its[task] = iter(ld)
+                batch = next(its[task])
+            yield batch, (task,)
+
+
+def _batches(loader: Any) -> Iterator[tuple[Any, tuple[str, ...] | None]]:
+    if isinstance(loader, Mapping):
+        yield from _interleave(loader)
+    else:
+        for batch in loader:
+            yield batch, None
+
+
+def _load_checkpoint(trainer: LoopTrainer, path: Path) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     try:
         trainer.load_state_dict(state)
@@ -108,21 +193,23 @@ def _load_checkpoint(trainer: DeACLTrainer, path: Path) -> None:
             f"{path} holds a checkpoint of another run ({err}); pass overwrite=True to start "
             "afresh and replace it, or choose another checkpoint_dir"
         ) from None
-    logger.info("DeACL: resumed from %s after epoch %d", path, trainer.epoch)
+    logger.info("%s: resumed from %s after epoch %d", trainer.label, path, trainer.epoch)
 
 
 def fit(
-    trainer: DeACLTrainer,
-    loader: Iterable[Any],
+    trainer: LoopTrainer,
+    loader: Iterable[Any] | Mapping[str, Iterable[Any]],
     *,
     epochs: int | None,
     checkpoint_dir: str | Path | None,
-    callbacks: tuple[Callable[[int, nn.Module], Any], ...],
+    callbacks: tuple[EpochCallback, ...],
     overwrite: bool,
     progress: bool,
 ) -> list[dict[str, float]]:
-    """See :meth:`DeACLTrainer.fit`."""
-    cfg = trainer.config
+    """See :meth:`RobustTrainer.fit`."""
+    cfg = trainer.loop_config
+    if isinstance(loader, Mapping):
+        _check_loaders(trainer, loader)
     total = cfg.epochs if epochs is None else _checks.check_int("epochs", epochs, minimum=0)
     if total > cfg.epochs:
         raise _checks.SSLRobustValueError(
@@ -136,7 +223,7 @@ def fit(
                 f"{type(callback).__name__}"
             )
     distributed, rank = _distributed()
-    path = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_NAME
+    path = None if checkpoint_dir is None else Path(checkpoint_dir) / trainer.checkpoint_name
     if path is not None and path.exists() and not overwrite:
         _load_checkpoint(trainer, path)
     if distributed:
@@ -145,26 +232,34 @@ def fit(
         return []
 
     history: list[dict[str, float]] = []
-    trainer._model = _wrap_ddp(trainer) if distributed else trainer.student
-    bar = _progress(loader, total - trainer.epoch, progress and rank == 0)
+    trainer._model = _wrap_ddp(trainer) if distributed else trainer._pass_module
+    loaders = list(loader.values()) if isinstance(loader, Mapping) else [loader]
+    n = None
+    if all(_length(ld) is not None for ld in loaders):
+        n = max(_length(ld) or 0 for ld in loaders) * len(loaders)
+    bar = _progress(n, total - trainer.epoch, progress and rank == 0, trainer.label)
     try:
         if trainer.epoch == 0 and callbacks:
             _run_callbacks(trainer, 0, callbacks)
         for epoch in range(trainer.epoch, total):
-            if not _set_epoch(loader, epoch) and distributed and epoch == trainer.epoch:
+            samplers = [_set_epoch(ld, epoch) for ld in loaders]
+            if not all(samplers) and distributed and epoch == trainer.epoch:
                 logger.warning(
-                    "DeACL under torch.distributed without a DistributedSampler: every rank "
-                    "sees the same batches"
+                    "%s under torch.distributed without a DistributedSampler: every rank "
+                    "sees the same batches",
+                    trainer.label,
                 )
             trainer.generator.manual_seed(_epoch_seed(cfg.seed, epoch, rank))
             start = time.perf_counter()
             lr = float(trainer.optimizer.param_groups[0]["lr"])
             sums: dict[str, float] = {}
+            counts: dict[str, int] = {}
             count = 0
-            for batch in loader:
-                stats = trainer.training_step(batch)
+            for batch, tasks in _batches(loader):
+                stats = trainer.training_step(batch, tasks=tasks)
                 for key, value in stats.items():
                     sums[key] = sums.get(key, 0.0) + value
+                    counts[key] = counts.get(key, 0) + 1
                 count += 1
                 if bar is not None:
                     bar.update(1)
@@ -174,7 +269,7 @@ def fit(
             trainer.scheduler.step()
             trainer.epoch = epoch + 1
             keys = sorted(k for k in sums if k != "lr")
-            means = torch.tensor([sums[k] / count for k in keys], dtype=torch.float64)
+            means = torch.tensor([sums[k] / counts[k] for k in keys], dtype=torch.float64)
             if distributed:
                 means = means.to(trainer.device)
                 dist.all_reduce(means)
@@ -188,7 +283,8 @@ def fit(
                 dist.barrier()
             if rank == 0:
                 logger.info(
-                    "DeACL epoch %d/%d: %s, lr=%.4g, time=%.1fs",
+                    "%s epoch %d/%d: %s, lr=%.4g, time=%.1fs",
+                    trainer.label,
                     epoch + 1,
                     total,
                     ", ".join(f"{k}={record[k]:.4f}" for k in keys),
@@ -197,7 +293,7 @@ def fit(
                 )
             _run_callbacks(trainer, epoch + 1, callbacks)
     finally:
-        trainer._model = trainer.student
+        trainer._model = trainer._pass_module
         if bar is not None:
             bar.close()
     return history

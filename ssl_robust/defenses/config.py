@@ -1,4 +1,4 @@
-"""DeACLConfig: the validated hyperparameters of DeACL robust fine-tuning."""
+"""DeACLConfig and RobustConfig: the validated hyperparameters of robust fine-tuning."""
 
 from __future__ import annotations
 
@@ -8,7 +8,88 @@ from typing import Any, Literal
 
 from .. import _checks
 
-__all__ = ["DeACLConfig"]
+__all__ = ["DeACLConfig", "RobustConfig"]
+
+
+def _differences(mine: dict[str, Any], other: dict[str, Any]) -> list[str]:
+    keys = sorted(set(mine) | set(other))
+    return [
+        f"{k}: stored {other.get(k, '<missing>')!r}, now {mine.get(k, '<missing>')!r}"
+        for k in keys
+        if mine.get(k, "<missing>") != other.get(k, "<missing>")
+    ]
+
+
+def _check_loop_fields(cfg: Any) -> dict[str, float]:
+    """Checks shared by both configs; returns the float fields to store as floats."""
+    c = _checks
+    floats = {
+        "lr": c.check_positive_float("lr", cfg.lr),
+        "momentum": c.check_positive_float("momentum", cfg.momentum, allow_zero=True),
+        "weight_decay": c.check_positive_float("weight_decay", cfg.weight_decay, allow_zero=True),
+    }
+    c.check_int("epochs", cfg.epochs, minimum=1)
+    c.check_int("warmup_epochs", cfg.warmup_epochs, minimum=0)
+    c.check_int("seed", cfg.seed, minimum=0)
+    if cfg.warmup_epochs > cfg.epochs:
+        raise c.SSLRobustValueError(
+            f"warmup_epochs must be <= epochs; got warmup_epochs={cfg.warmup_epochs} and "
+            f"epochs={cfg.epochs}"
+        )
+    if cfg.amp is not None:
+        c.check_choice("amp", cfg.amp, ("bf16",))
+    if not isinstance(cfg.augment, bool):
+        raise c.SSLRobustTypeError(
+            f"augment must be a bool; got {type(cfg.augment).__name__} {cfg.augment!r}"
+        )
+    return floats
+
+
+@dataclass(frozen=True)
+class RobustConfig:
+    r"""The loop's hyperparameters of :class:`~ssl_robust.defenses.RobustTrainer` (the
+    objectives carry their own attack settings).
+
+    The defaults follow DeACL's preset: SGD (momentum 0.9, lr 0.05, no weight decay), 100 epochs
+    with 10 linear warm-up epochs and a cosine decay, random resized crops and flips.
+
+    Args:
+        lr: base learning rate of the default SGD optimizer (the student).
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        epochs: length of the learning-rate schedule (and default length of ``fit``).
+        warmup_epochs: linear warm-up epochs (<= ``epochs``).
+        seed: seed of the trainer's generator (augmentation, attack starts, ``random``).
+        augment: random resized crops and flips in ``training_step`` (masks and depth maps
+            of dict batches move with the images).
+        amp: ``None`` (full precision) or ``"bf16"`` (autocast to bfloat16).
+
+    Example:
+        >>> from ssl_robust.defenses import RobustConfig
+        >>> RobustConfig(epochs=4, warmup_epochs=1).lr
+        0.05
+    """
+
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    epochs: int = 100
+    warmup_epochs: int = 10
+    seed: int = 0
+    augment: bool = True
+    amp: Literal["bf16"] | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in _check_loop_fields(self).items():
+            object.__setattr__(self, name, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (what checkpoints store and compare)."""
+        return dataclasses.asdict(self)
+
+    def differences(self, other: dict[str, Any]) -> list[str]:
+        """Fields where a stored config dict ``other`` differs from this one, as text."""
+        return _differences(self.to_dict(), other)
 
 
 @dataclass(frozen=True)
@@ -71,30 +152,12 @@ class DeACLConfig:
             "eps": c.check_budget("eps", self.eps, norm="linf"),
             "step_size": c.check_budget("step_size", self.step_size, norm="linf"),
             "gamma": c.check_positive_float("gamma", self.gamma, allow_zero=True),
-            "lr": c.check_positive_float("lr", self.lr),
-            "momentum": c.check_positive_float("momentum", self.momentum, allow_zero=True),
-            "weight_decay": c.check_positive_float(
-                "weight_decay", self.weight_decay, allow_zero=True
-            ),
         }
         c.check_int("steps", self.steps, minimum=0)
-        c.check_int("epochs", self.epochs, minimum=1)
-        c.check_int("warmup_epochs", self.warmup_epochs, minimum=0)
-        c.check_int("seed", self.seed, minimum=0)
-        if self.warmup_epochs > self.epochs:
-            raise c.SSLRobustValueError(
-                f"warmup_epochs must be <= epochs; got warmup_epochs={self.warmup_epochs} and "
-                f"epochs={self.epochs}"
-            )
+        floats.update(_check_loop_fields(self))
         c.check_choice("distance", self.distance, ("cosine", "l2"))
         c.check_choice("attack_target", self.attack_target, ("teacher", "student"))
         c.check_choice("tokens", self.tokens, ("cls", "cls+patch"))
-        if self.amp is not None:
-            c.check_choice("amp", self.amp, ("bf16",))
-        if not isinstance(self.augment, bool):
-            raise c.SSLRobustTypeError(
-                f"augment must be a bool; got {type(self.augment).__name__} {self.augment!r}"
-            )
         for name, value in floats.items():  # store ints given for floats as floats
             object.__setattr__(self, name, value)
 
@@ -104,10 +167,9 @@ class DeACLConfig:
 
     def differences(self, other: dict[str, Any]) -> list[str]:
         """Fields where a stored config dict ``other`` differs from this one, as text."""
-        mine = self.to_dict()
-        keys = sorted(set(mine) | set(other))
-        return [
-            f"{k}: stored {other.get(k, '<missing>')!r}, now {mine.get(k, '<missing>')!r}"
-            for k in keys
-            if mine.get(k, "<missing>") != other.get(k, "<missing>")
-        ]
+        return _differences(self.to_dict(), other)
+
+    def loop_config(self) -> RobustConfig:
+        """The loop's part of this config (optimizer, schedule, seed, augmentation, amp)."""
+        names = {f.name for f in dataclasses.fields(RobustConfig)}
+        return RobustConfig(**{k: v for k, v in self.to_dict().items() if k in names})
