@@ -49,7 +49,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    data = create_dataset("shapes", size=args.batch, image_size=32, seed=0)
+    data = create_dataset("shapes", size=args.batch, image_size=32, contrast=0.35)
     batch = torch.utils.data.default_collate([data[i] for i in range(args.batch)])
     enc = create_encoder("vit_tiny_shapes", pretrained=True)
     torch.manual_seed(0)

@@ -108,7 +108,13 @@ def main() -> None:
     g = torch.Generator().manual_seed(a.seed)
     encoder = create_encoder("vit_tiny").train()
     data = create_dataset(
-        "shapes", None, "train", size=a.images, image_size=32, seed=a.seed, contrast=a.contrast
+        "shapes",
+        None,
+        "train",
+        size=a.images,
+        image_size=32,
+        scene_seed=a.seed,
+        contrast=a.contrast,
     )
     loader = torch.utils.data.DataLoader(
         data,

@@ -269,11 +269,33 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .bench.report import render_report
+    from .bench.report import load_results, render_report
 
     out = render_report(Path(args.dir))
-    print(f"wrote {out['tables']} and {len(out['figures'])} figure(s)")
+    print(_report_summary(load_results(Path(args.dir)), out))
     return 0
+
+
+def _report_summary(results: dict[str, Any], out: dict[str, Any]) -> str:
+    """What ``ssl-robust report`` prints: what the results hold and the files written, as
+    plain paths."""
+    rows = results["rows"]
+
+    def names(key: str) -> str:
+        return ", ".join(dict.fromkeys(str(r[key]) for r in rows)) or "none"
+
+    figures = out["figures"]
+    where = f" in {Path(figures[0]).parent}" if figures else ""
+    return "\n".join(
+        [
+            f"{len(rows)} result row(s) — tasks: {names('task')}; datasets: "
+            f"{names('dataset')}; encoders: {names('encoder')}",
+            f"tables:  {out['tables']['markdown']}",
+            f"csv:     {out['tables']['csv']}",
+            f"figures: {len(figures)}{where}"
+            + ("" if figures else " (matplotlib missing or nothing to plot)"),
+        ]
+    )
 
 
 def _list(args: argparse.Namespace) -> int:

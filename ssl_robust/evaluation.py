@@ -32,7 +32,7 @@ from .data.base import DatasetInfo
 from .data.batches import unpack_batch
 from .metrics import Metric
 from .runtime import progress_bar, rank_world, tick
-from .tasks import TaskSpec, get_task
+from .tasks import TaskSpec, check_head_classes, get_task
 
 __all__ = [
     "AttackLike",
@@ -330,6 +330,10 @@ def evaluate(
                 f"cannot tell the task of models[{name!r}] (no adaptor.task); pass task="
             )
         specs[name] = get_task(str(task_name))
+    for n, m in named.items():  # a head with fewer classes than the data: refused up front
+        head = head_of(m)
+        if head is not None:
+            check_head_classes(head, loader if info is None else info, task=specs[n].name)
     infos = {
         n: info if info is not None else specs[n].head_info(head_of(m) or m)
         for n, m in named.items()

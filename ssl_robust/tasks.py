@@ -58,6 +58,7 @@ __all__ = [
     "TaskAttack",
     "TaskName",
     "TaskSpec",
+    "check_head_classes",
     "check_task_name",
     "get_task",
     "list_tasks",
@@ -490,7 +491,16 @@ def _seg_train_loss(out: Tensor, target: Tensor, info: DatasetInfo) -> Tensor:
 def _seg_check(target: Any, images: Tensor, head: nn.Module, ignore_index: int) -> Tensor:
     size = (int(images.shape[2]), int(images.shape[3]))
     masks = _checks.check_masks(target, batch=images.shape[0], size=size, name="target")
-    _checks.check_mask_range(masks, _classes(head), ignore_index=ignore_index, name="target")
+    valid = masks[masks != ignore_index]
+    classes = _classes(head)
+    if valid.numel() and int(valid.min()) >= 0 and int(valid.max()) >= classes:
+        raise _checks.SSLRobustValueError(
+            f"{type(head).__name__} has {classes} classes but the masks hold label "
+            f"{int(valid.max())}; for segmentation use `info.seg_classes` (the mask classes, "
+            f"background included), not `info.num_classes` (the image labels); pixels to skip "
+            f"must hold the ignore_index {ignore_index}"
+        )
+    _checks.check_mask_range(masks, classes, ignore_index=ignore_index, name="target")
     return masks
 
 
@@ -739,3 +749,49 @@ def table_number(task: str | TaskSpec) -> int:
             if other is spec or other.name == spec.name:
                 return number
     return number + 1
+
+
+def check_head_classes(head: nn.Module, data: object, *, task: str | None = None) -> None:
+    """Refuse a head with fewer classes than a dataset declares, naming the ``info`` field to
+    build it from (``num_classes`` for image labels, ``seg_classes`` for mask labels).
+
+    Args:
+        head: the adaptor (its ``num_classes``; heads without one pass).
+        data: a :class:`~ssl_robust.data.DatasetInfo`, a dataset or a DataLoader (its
+            ``info`` is found through subset wrappers); data that does not describe itself
+            passes.
+        task: the head's task (default: ``head.task``).
+
+    Raises:
+        SSLRobustValueError: e.g. ``LinearSegmenter has 4 classes but the masks of 'shapes'
+            hold labels up to 4 (`info.seg_classes` = 5); for segmentation use
+            `info.seg_classes```.
+
+    Example:
+        >>> from ssl_robust.data import DatasetInfo
+        >>> info = DatasetInfo(name="toy", tasks=("segmentation",), num_classes=4, seg_classes=5)
+        >>> check_head_classes(LinearSegmenter(8, 5), info)
+        >>> try:
+        ...     check_head_classes(LinearSegmenter(8, 4), info)
+        ... except ValueError as err:
+        ...     print(str(err).split(";")[1])
+         for segmentation use `info.seg_classes`
+    """
+    info = data
+    for _ in range(8):  # a DataLoader, then Subset / IndexedSubset wrappers
+        if isinstance(info, DatasetInfo) or not hasattr(info, "dataset"):
+            break
+        info = getattr(info, "info", None) or info.dataset
+    info = getattr(info, "info", info)
+    if not isinstance(info, DatasetInfo):
+        return
+    spec = get_task(task if task is not None else getattr(head, "task", ""))
+    facts = spec.head_info(head)
+    for key in ("num_classes", "seg_classes"):
+        have, need = int(getattr(facts, key)), int(getattr(info, key))
+        if 0 < have < need:
+            raise _checks.SSLRobustValueError(
+                f"{type(head).__name__} has {have} classes but the {spec.target_key}s of "
+                f"{info.name!r} hold labels up to {need - 1} (`info.{key}` = {need}); for "
+                f"{spec.name} use `info.{key}`"
+            )

@@ -49,10 +49,22 @@ def test_strong_suite_adds_its_runs_to_the_plan(capsys) -> None:
     classes = create_dataset("shapes", split="val", size=4, image_size=16).info.num_classes
     apgd_t = min(9, classes - 1)  # APGD-T's target classes
     cells = {c["task"]: c for c in plan.cells}
-    assert cells["classification"]["attacks"][-1] == f"strong_attack ({1 + apgd_t} runs)"
-    assert cells["depth"]["attacks"][-1] == "strong_attack (2 runs)"  # two depth losses
+    runs = f"({1 + apgd_t} runs × 5 steps)"
+    assert cells["classification"]["attacks"][-1] == f"strong_attack {runs}"
+    assert cells["depth"]["attacks"][-1] == "strong_attack (2 runs × 5 steps)"  # two losses
     per_image = (2 + (1 + apgd_t) * 7) + (2 + 2 * 7)  # judge twice; runs × (5 steps + 2)
     assert plan.forward_passes - base.forward_passes == 8 * per_image
+    # each suite's forward passes, and its steps and share in the printed plan
+    strong_total = sum(c["suites"]["strong"] for c in plan.cells)
+    assert strong_total == 8 * per_image
+    assert sum(c["suites"]["paper"] for c in plan.cells) == base.forward_passes
+    assert all("strong" not in c["suites"] for c in base.cells)
+    share = round(100 * strong_total / plan.forward_passes)
+    text = plan.summary()
+    assert f"strong: 5 steps per member ([attack] strong_steps), {strong_total:,} forward " \
+        f"passes ({share} %)" in text  # fmt: skip
+    assert f"paper: {spec.attack.steps} steps per attack" in text
+    assert "strong:" not in base.summary()
     assert main(["bench", "--dry-run", "--suite", "paper,strong"]) == 0
     assert "strong_attack" in capsys.readouterr().out
     assert main(["bench", "--dry-run", "--suite", "strong"]) == 2  # the paper suite is required

@@ -33,8 +33,8 @@ def test_missing_bundled_file_says_how_to_fix():
 
 
 def test_shapes_contrast_blends_towards_grey():
-    full = create_dataset("shapes", split="val", size=2, image_size=32, seed=3)
-    hazy = create_dataset("shapes", split="val", size=2, image_size=32, seed=3, contrast=0.35)
+    full = create_dataset("shapes", split="val", size=2, image_size=32, scene_seed=3)
+    hazy = create_dataset("shapes", split="val", size=2, image_size=32, scene_seed=3, contrast=0.35)
     for i in range(2):
         a, b = full[i], hazy[i]
         torch.testing.assert_close(b["image"], 0.5 + 0.35 * (a["image"] - 0.5))

@@ -15,6 +15,7 @@ RUNNABLE = [
     ("docs/benchmark.md", ""),
     ("docs/data.md", ""),
     ("docs/robust_finetuning.md", ""),
+    ("docs/robust_finetuning.md", "## Your own loop"),
     ("docs/heads.md", ""),
     ("docs/metrics.md", ""),
     ("docs/metrics.md", "## Logging from a user's loop"),

@@ -165,10 +165,11 @@ def fit(
 
     Raises:
         SSLRobustTypeError: not a TaskModel, a one-shot iterator as loader, bad batch types.
-        SSLRobustValueError: a preset for another task, bad options, bad batches (a dict
-            batch without the task's target key, mask or depth shape mismatch, labels out
-            of range that are not ``ignore_index``, negative
-            depth).
+        SSLRobustValueError: a preset for another task, bad options, a head with fewer classes
+            than the loader's dataset declares (e.g. a segmentation head built from
+            ``info.num_classes`` instead of ``info.seg_classes``), bad batches (a dict batch
+            without the task's target key, mask or depth shape mismatch, labels out of range
+            that are not ``ignore_index``, negative depth).
 
     Example:
         >>> import torch
@@ -192,7 +193,7 @@ def fit(
     task = task_model.task
     if preset is None:
         preset = task  # type: ignore[assignment]
-    from ..tasks import get_task, list_tasks  # tasks builds heads from here: look it up late
+    from ..tasks import check_head_classes, get_task, list_tasks  # tasks builds heads from here
 
     if not isinstance(preset, str) or preset not in list_tasks():
         _checks.check_choice("preset", preset, tuple(list_tasks()))
@@ -237,6 +238,7 @@ def fit(
         )
 
     encoder, head = task_model.encoder, task_model.adaptor
+    check_head_classes(head, loader, task=name)  # before any batch is read
     params = [p for p in head.parameters() if p.requires_grad]
     opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
     opt = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

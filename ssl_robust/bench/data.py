@@ -10,7 +10,7 @@ from torchvision.transforms import v2
 from .. import _checks
 from ..data import as_tv_tensors, create_dataset, eval_transform
 from ..data.base import DatasetInfo, Sample, SampleDataset
-from .spec import DatasetSpec
+from .spec import DatasetSpec, check_dataset_options
 
 __all__ = ["InMemory", "dataset_info", "open_dataset", "open_images"]
 
@@ -46,6 +46,7 @@ def open_images(
     """A registry dataset at a fixed size: ``shapes`` renders at it, the others are resized
     (shorter side) and centre-cropped to it, so samples batch together; with ``full`` they
     are only resized (shorter side to ``image_size``, aspect kept: whole images)."""
+    check_dataset_options(options, f"the options of dataset {name!r}")
     opts = dict(options)
     transform: Any = None
     if name == "shapes":

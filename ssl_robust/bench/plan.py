@@ -28,7 +28,7 @@ from .data import dataset_info, open_dataset
 from .spec import BenchSpec
 from .suites import get_suite
 
-__all__ = ["BenchPlan", "machine_memory", "plan_benchmark"]
+__all__ = ["BenchPlan", "machine_memory", "plan_benchmark", "suite_lines"]
 
 _GB = 1024**3
 
@@ -39,12 +39,15 @@ class BenchPlan:
 
     Attributes:
         cells: one dict per encoder × dataset × task: attacks, evaluation images, forward
-            passes (clean + attacks + curves, on this rank's share).
+            passes (clean + attacks + curves, on this rank's share) and ``suites``, the
+            forward passes of each attack suite (``{"paper": ..., "strong": ...}``).
         forward_passes: total image forward passes of the evaluation, all ranks.
         peak_bytes: estimated peak memory of one rank.
         machine_bytes: memory of the device the run would use.
         world_size: ranks assumed.
         notes: the assumptions behind the estimate.
+        steps: attack steps per suite: ``{"paper": steps of EmbedAttack and the task
+            attacks, "strong": steps of each strong_attack member}`` (suites run only).
     """
 
     cells: list[dict[str, Any]] = field(default_factory=list)
@@ -53,6 +56,7 @@ class BenchPlan:
     machine_bytes: int = 0
     world_size: int = 1
     notes: list[str] = field(default_factory=list)
+    steps: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         """The plan as printable lines."""
@@ -74,7 +78,38 @@ class BenchPlan:
             f"(machine: {self.machine_bytes / _GB:.1f} GiB)"
         )
         lines += [f"  - {n}" for n in self.notes]
+        lines += suite_lines(self)
         return "\n".join(lines)
+
+
+def suite_lines(plan: BenchPlan) -> list[str]:
+    """The steps of each attack suite and its share of the forward passes (the end of
+    :meth:`BenchPlan.summary`): the strong suite's ``strong_steps`` (default 100, separate
+    from ``steps``) often costs far more than the paper's attacks.
+
+    Example:
+        >>> plan = BenchPlan(steps={"paper": 20, "strong": 100}, forward_passes=1000,
+        ...                  cells=[{"suites": {"paper": 100, "strong": 900}}])
+        >>> print("\\n".join(suite_lines(plan)))
+        attack steps and share of the forward passes, per suite:
+          paper: 20 steps per attack (EmbedAttack, task attack, curves), 100 forward passes (10 %)
+          strong: 100 steps per member ([attack] strong_steps), 900 forward passes (90 %)
+    """
+    if not plan.steps:
+        return []
+    totals = {
+        name: sum(c.get("suites", {}).get(name, 0) for c in plan.cells) for name in plan.steps
+    }
+    what = {"paper": "steps per attack (EmbedAttack, task attack, curves)",
+            "strong": "steps per member ([attack] strong_steps)"}  # fmt: skip
+    lines = ["attack steps and share of the forward passes, per suite:"]
+    for name, steps in plan.steps.items():
+        share = 100 * totals[name] / max(plan.forward_passes, 1)
+        lines.append(
+            f"  {name}: {steps} {what.get(name, 'steps')}, {totals[name]:,} forward passes "
+            f"({share:.0f} %)"
+        )
+    return lines
 
 
 def machine_memory(device: torch.device) -> int:
@@ -111,6 +146,9 @@ def plan_benchmark(spec: BenchSpec, *, world_size: int = 1, device: str | None =
     """
     dev = parse_device(device or spec.device)
     plan = BenchPlan(world_size=world_size, machine_bytes=machine_memory(dev))
+    plan.steps = {"paper": spec.attack.steps}
+    if "strong" in spec.attack.suite:
+        plan.steps["strong"] = spec.attack.strong_steps
     for entry in spec.encoders:
         for path in (entry.weights, entry.deacl.checkpoint if entry.deacl else None):
             if path is not None and not Path(path).is_file():
@@ -154,6 +192,7 @@ def plan_benchmark(spec: BenchSpec, *, world_size: int = 1, device: str | None =
                 peak_act = max(peak_act, _activation_bytes(enc, ev.batch_size, ds.image_size, outs))
                 attacks = ["EmbedAttack", t.attack_label]
                 per_image = 1 + len(attacks) * (1 + (a.steps + 1))  # clean; attack + predict
+                strong = 0
                 if "strong" in a.suite:  # at most: every run on every image, + judging
                     members = t.make_strong_attack(torch.nn.Identity(), info, steps=1).attacks
                     runs = sum(
@@ -161,16 +200,18 @@ def plan_benchmark(spec: BenchSpec, *, world_size: int = 1, device: str | None =
                         else 1
                         for m in members
                     )  # fmt: skip
-                    attacks.append(f"strong_attack ({runs} runs)")
-                    per_image += 2 + runs * (a.strong_steps + 2)
+                    attacks.append(f"strong_attack ({runs} runs × {a.strong_steps} steps)")
+                    strong = n_eval * (2 + runs * (a.strong_steps + 2))
                 for name in a.suite:
                     if name not in ("paper", "strong"):  # registered suites: steps unknown
                         attacks.append(f"{get_suite(name).column} (forwards not estimated)")
                 curve_imgs = min(a.curve_subset, n_eval)
-                forwards = n_eval * per_image + curve_imgs * len(a.curve_eps) * 2 * (a.steps + 2)
+                paper = n_eval * per_image + curve_imgs * len(a.curve_eps) * 2 * (a.steps + 2)
+                forwards = paper + strong
                 plan.cells.append(
                     {"encoder": entry.name, "dataset": ds.name, "task": task,
-                     "images": n_eval, "attacks": attacks, "forward_passes": forwards}
+                     "images": n_eval, "attacks": attacks, "forward_passes": forwards,
+                     "suites": {"paper": paper, **({"strong": strong} if strong else {})}}
                 )  # fmt: skip
                 plan.forward_passes += forwards
     param_bytes = 4 * params

@@ -156,6 +156,7 @@ def check_roots(config: Mapping[str, Any], device: str | None) -> list[Problem]:
     A dataset entry without tasks (read by DeACL only) is checked on its train split only.
     """
     from ..data import check_dataset, dataset_entry, list_datasets
+    from .spec import check_dataset_options
 
     problems = []
     for i, d in _entries(config, "datasets"):
@@ -176,6 +177,7 @@ def check_roots(config: Mapping[str, Any], device: str | None) -> list[Problem]:
         options = d.get("options", {}) or {}
         for split in dict.fromkeys(read):
             try:
+                check_dataset_options(options, f"datasets[{name!r}].options")
                 report = check_dataset(str(dataset), root, split=split, **options)
             except (_checks.SSLRobustValueError, _checks.SSLRobustTypeError) as err:
                 problems.append(

@@ -28,6 +28,8 @@ __all__ = [
     "DEFAULT_MULTITASK",
     "DEFAULT_MULTITASK_WEIGHTS",
     "RECIPE_METHODS",
+    "RUNNER_DATASET_KEYS",
+    "RUNNER_ENCODER_KEYS",
     "SUITES",
     "AttackSpec",
     "BenchSpec",
@@ -36,6 +38,7 @@ __all__ = [
     "EncoderSpecEntry",
     "EvalSpec",
     "HeadSpec",
+    "check_dataset_options",
     "default_spec",
     "load_spec",
     "parse_suite",
@@ -290,6 +293,9 @@ class EncoderSpecEntry:
                 )
             object.__setattr__(self, "deacl", self.defense)
             object.__setattr__(self, "defense", None)
+        _refuse_runner_keys(
+            self.options, RUNNER_ENCODER_KEYS, f"encoders[{self.name!r}].options", "create_encoder"
+        )
 
     @property
     def encoder_type(self) -> str:
@@ -342,6 +348,7 @@ class DatasetSpec:
                 )
         for task in self.tasks:
             check_task_name(f"datasets[{self.name!r}].tasks", task)
+        check_dataset_options(self.options, f"datasets[{self.name!r}].options")
         _checks.check_int("image_size", self.image_size, minimum=8)
 
 
@@ -443,6 +450,59 @@ class BenchSpec:
             if isinstance(e.get("deacl"), dict) and e["deacl"].get("method") == "deacl":
                 e["deacl"].pop("method")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: Keywords of ``create_dataset`` the runner sets itself, and where a config sets them.
+RUNNER_DATASET_KEYS: dict[str, str] = {
+    "name": "the dataset table's `dataset`",
+    "root": "the dataset table's `root`",
+    "split": "`train_split` / `eval_split` (deacl: `[data] split`)",
+    "transform": "made by the runner from `image_size`",
+    "subset": "`[eval] subset` / `[heads.<task>] train_size` (deacl: `[data] subset`)",
+    "seed": "the seed of the subset draw, `[eval] seed` / the top-level `seed` (deacl: "
+    "`[deacl] seed`); the shapes scenes have their own option, `scene_seed`",
+}
+
+
+def check_dataset_options(options: Mapping[str, Any], where: str) -> None:
+    """Refuse ``options`` keys that the runner passes to ``create_dataset`` itself (one line
+    naming each key and where it is set), instead of a ``TypeError`` about multiple values.
+
+    Example:
+        >>> check_dataset_options({"size": 64, "scene_seed": 7}, "datasets[0].options")
+        >>> try:
+        ...     check_dataset_options({"seed": 7}, "datasets[0].options")
+        ... except ValueError as err:
+        ...     print(str(err)[:62])
+        datasets[0].options: 'seed' is set by the runner, not here: it
+    """
+    _refuse_runner_keys(options, RUNNER_DATASET_KEYS, where, "create_dataset")
+
+
+#: Keywords of ``create_encoder`` the runner sets itself, and where a config sets them.
+RUNNER_ENCODER_KEYS: dict[str, str] = {
+    "name": "the encoder table's `registry`",
+    "checkpoint_path": "the encoder table's `weights`",
+    "weights": "a key of the encoder table itself",
+    "pretrained": "a key of the encoder table itself",
+}
+
+
+def _refuse_runner_keys(
+    options: object, reserved: Mapping[str, str], where: str, function: str
+) -> None:
+    if not isinstance(options, Mapping):
+        raise _checks.SSLRobustTypeError(
+            f"{where} must be a table of {function} keywords; got {type(options).__name__}"
+        )
+    clashes = [k for k in options if k in reserved]
+    if clashes:
+        raise _checks.SSLRobustValueError(
+            f"{where}: "
+            + "; ".join(
+                f"{k!r} is set by the runner, not here: it is {reserved[k]}" for k in clashes
+            )
+        )
 
 
 T = TypeVar("T")

@@ -19,10 +19,51 @@ from .. import __version__, _checks
 from ..runtime import atomic_save, atomic_write_json, barrier, is_main
 from .spec import BenchSpec
 
-__all__ = ["ResultsStore"]
+__all__ = ["ResultsStore", "config_differences"]
 
 _SECTIONS = ("rows", "curves", "deacl_history", "galleries", "checks")
 _SUBDIRS = ("heads", "encoders", "deacl", "galleries", "figures")
+_UNHASHED = ("out", "device", "threads")  # keys that do not change results
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
+    """Nested config dicts and lists as ``{"attack.steps": 20, "datasets['shapes'].size": ..}``;
+    list items are named by their ``name`` key when they have one."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        for i, item in enumerate(value):
+            _flatten(item, f"{prefix}[{item.get('name', i)!r}]", out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def config_differences(stored: Any, current: dict[str, Any]) -> list[str]:
+    """The keys where a stored config (``results.json``'s ``config``) differs from the
+    current one, as ``"key: stored X, now Y"`` (``out``, ``device`` and ``threads`` ignored,
+    as in the fingerprint).
+
+    Example:
+        >>> config_differences({"attack": {"steps": 20}, "out": "a"},
+        ...                    {"attack": {"steps": 3}, "out": "b"})
+        ['attack.steps: stored 20, now 3']
+    """
+    if not isinstance(stored, dict):
+        return []
+    old = _flatten({k: v for k, v in stored.items() if k not in _UNHASHED}, "", {})
+    new = _flatten({k: v for k, v in current.items() if k not in _UNHASHED}, "", {})
+    missing = object()
+
+    def show(value: Any) -> str:
+        return "not set" if value is missing else repr(value)
+
+    return [
+        f"{key}: stored {show(old.get(key, missing))}, now {show(new.get(key, missing))}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key, missing) != new.get(key, missing)
+    ]
 
 
 class ResultsStore:
@@ -53,10 +94,15 @@ class ResultsStore:
             except json.JSONDecodeError:
                 old = {}
             if old.get("fingerprint") != fingerprint and not force:
+                diffs = config_differences(old.get("config"), self.spec.to_dict())
+                what = (
+                    "; ".join(diffs)
+                    if diffs
+                    else f"fingerprint {old.get('fingerprint')} vs {fingerprint}"
+                )
                 raise _checks.SSLRobustValueError(
-                    f"{self.out} holds results of a different benchmark config (fingerprint "
-                    f"{old.get('fingerprint')} vs {fingerprint}); pass force=True (--force) to "
-                    "discard them, or choose another output directory"
+                    f"{self.out} holds results of a different benchmark config ({what}); pass "
+                    "force=True (--force) to discard them, or choose another output directory"
                 )
             if old.get("fingerprint") == fingerprint:
                 for key in _SECTIONS:

@@ -147,19 +147,23 @@ register_dataset(
     lambda root, split, *, transform=None, seed=0, **kw: HFDiskDataset(
         root, split, transform=transform, **kw
     ),
-    options=(
-        "columns", "name", "num_classes", "seg_classes", "ignore_index", "reduce_zero_label",
+    options=(  # not `name`: create_dataset's own first argument (HFDiskDataset(name=))
+        "columns", "num_classes", "seg_classes", "ignore_index", "reduce_zero_label",
         "depth_scale", "min_depth", "max_depth",
     ),
     description="any Hugging Face dataset saved with save_to_disk (column mapping)",
 )  # fmt: skip
 register_dataset(
     "shapes",
-    lambda root, split, *, transform=None, seed=0, **kw: ShapesDataset(
-        split=split, seed=seed, transform=transform, **kw
+    # `seed` draws subsets only; the scene generator has its own `scene_seed`
+    lambda root, split, *, transform=None, seed=0, scene_seed=0, **kw: ShapesDataset(
+        split=split,
+        seed=_checks.check_int("scene_seed", scene_seed, minimum=0),
+        transform=transform,
+        **kw,
     ),
     needs_root=False,
-    options=("size", "image_size", "max_objects", "home_colour", "contrast"),
+    options=("size", "image_size", "scene_seed", "max_objects", "home_colour", "contrast"),
     description="synthetic scenes with labels, masks and depth (no download)",
 )
 
@@ -206,9 +210,12 @@ def create_dataset(
             :mod:`ssl_robust.data.transforms`).
         subset: evaluate on this many samples, drawn once by ``seed`` (sorted indices): every
             attack sees exactly the same samples.
-        seed: seed of the subset draw (and of ``shapes`` scenes).
-        **kw: ``shapes`` options: ``size``, ``image_size``, ``max_objects``, ``home_colour``,
-            ``contrast``; ``nyu_depth_v2``: ``layout``, ``eigen_crop``, ``split_file``;
+        seed: seed of the subset draw (builders get it too; the ``shapes`` scenes have their
+            own ``scene_seed``, so another subset draw shows the same scenes).
+        **kw: ``shapes`` options: ``size``, ``image_size``, ``scene_seed`` (the scene
+            generator's seed, default 0: :class:`~ssl_robust.data.shapes.ShapesDataset`'s
+            ``seed``), ``max_objects``, ``home_colour``, ``contrast``; ``nyu_depth_v2``:
+            ``layout``, ``eigen_crop``, ``split_file``;
             ``hf_disk``: ``columns``, ``num_classes``, ``seg_classes``, ... (see
             :class:`~ssl_robust.data.HFDiskDataset`).
 

@@ -167,7 +167,8 @@ class ShapesDataset(SampleDataset):
         split: ``"train"``, ``"val"`` or ``"test"``: disjoint seed streams.
         size: number of samples.
         image_size: side in pixels (or (H, W)).
-        seed: base seed; sample i of a split is rendered from ``(seed, split, i)``.
+        seed: base seed; sample i of a split is rendered from ``(seed, split, i)``
+            (``create_dataset("shapes", scene_seed=...)``; its ``seed`` draws subsets).
         max_objects: at most this many shapes per scene.
         home_colour: probability that a shape has its kind's own colour.
         contrast: blend towards mid-grey (1: unchanged), see :func:`render_shapes_scene`.

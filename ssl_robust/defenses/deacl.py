@@ -40,7 +40,8 @@ class DeACLTrainer(RobustTrainer):
     Args:
         student: the encoder to fine-tune (an :class:`~ssl_robust.encoders.Encoder` or any
             module returning an EncoderOutput, or a (B, D) tensor with ``tokens="cls"``). Put
-            it on its device before building the trainer.
+            it on its device before building the trainer. It is trained **in place** (and put
+            in train mode): keep ``copy.deepcopy(student)`` first to compare with the original.
         teacher: the frozen reference; defaults to a deep copy of ``student``. It is put in
             eval mode with ``requires_grad=False`` and never updated.
         config: a :class:`DeACLConfig` (the paper's preset by default).
