@@ -23,50 +23,18 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
 
 import torch
-import torch.nn.functional as F
+from _common import Counter, shapes, shapes_probe
 from torch import Tensor, nn
 
-from ssl_robust.adaptors import LinearClassifier, TaskModel
 from ssl_robust.attacks import APGD, Square
-from ssl_robust.data import create_dataset
 from ssl_robust.encoders import create_encoder
-
-
-class Counter(nn.Module):
-    """Counts the images the wrapped model sees."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.seen = 0
-
-    def forward(self, x: Tensor) -> Any:
-        self.seen += x.shape[0]
-        return self.model(x)
-
-
-def shapes(n: int, split: str) -> dict[str, Tensor]:
-    data = create_dataset("shapes", split=split, size=n, image_size=32, contrast=0.35)
-    return next(iter(torch.utils.data.DataLoader(data, batch_size=n)))
 
 
 def probe() -> tuple[nn.Module, int]:
     encoder = create_encoder("vit_tiny_shapes", pretrained=True).eval().requires_grad_(False)
-    train = shapes(1024, "train")
-    classes = int(train["label"].max()) + 1
-    with torch.no_grad():
-        feats = torch.cat([encoder(train["image"][i : i + 256]).cls for i in range(0, 1024, 256)])
-    torch.manual_seed(0)
-    head = LinearClassifier(encoder.embed_dim, classes)
-    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
-    for _ in range(300):
-        opt.zero_grad()
-        F.cross_entropy(head.linear(feats), train["label"]).backward()
-        opt.step()
-    return TaskModel(encoder, head).eval(), classes
+    return shapes_probe(encoder)
 
 
 def main() -> None:
@@ -118,7 +86,7 @@ def main() -> None:
         for name, run in runs:
             accs, seen, cpu = [], [], 0.0
             for s in seeds:
-                model.seen = 0
+                model.reset()
                 start = time.process_time()
                 adv = run(s)
                 cpu += time.process_time() - start

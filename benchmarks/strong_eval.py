@@ -23,45 +23,18 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from typing import Any
 
 import torch
-import torch.nn.functional as F
+from _common import Counter, shapes, shapes_probe
 from torch import Tensor, nn
 
-from ssl_robust.adaptors import LinearClassifier, LinearDepther, LinearSegmenter, TaskModel, fit
+from ssl_robust.adaptors import LinearDepther, LinearSegmenter, TaskModel, fit
 from ssl_robust.attacks import APGD, PGD, DepthPGD, EmbedAttack, SegPGD, strong_attack
-from ssl_robust.data import create_dataset
 from ssl_robust.encoders import create_encoder
 from ssl_robust.losses import SEGMENTATION_LOSSES
 from ssl_robust.metrics import DepthMetrics, MeanIoU
 
 IGNORE = 255
-
-
-class Counter(nn.Module):
-    """Counts the images the wrapped model sees, with and without an input gradient."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.grad = 0
-        self.fwd = 0
-
-    def forward(self, x: Tensor) -> Any:
-        if torch.is_grad_enabled() and x.requires_grad:
-            self.grad += x.shape[0]
-        else:
-            self.fwd += x.shape[0]
-        return self.model(x)
-
-    def reset(self) -> None:
-        self.grad = self.fwd = 0
-
-
-def shapes(n: int, split: str) -> dict[str, Tensor]:
-    data = create_dataset("shapes", split=split, size=n, image_size=32, contrast=0.35)
-    return next(iter(torch.utils.data.DataLoader(data, batch_size=n)))
 
 
 def measure(counter: Counter, n: int, run: Callable[[], Tensor]) -> tuple[Tensor, str, float]:
@@ -75,18 +48,9 @@ def measure(counter: Counter, n: int, run: Callable[[], Tensor]) -> tuple[Tensor
 def classification(encoder: nn.Module, n: int, eps: float, seed: int) -> None:
     """A linear probe on the frozen encoder's CLS token, fitted on the shapes labels (not
     adversarially): at eps = 2/255 PGD-20 leaves about half of the images robust."""
-    train, val = shapes(1024, "train"), shapes(n, "val")
-    classes = int(train["label"].max()) + 1
-    with torch.no_grad():
-        feats = torch.cat([encoder(train["image"][i : i + 256]).cls for i in range(0, 1024, 256)])
-    torch.manual_seed(0)
-    head = LinearClassifier(encoder.embed_dim, classes)
-    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
-    for _ in range(300):
-        opt.zero_grad()
-        F.cross_entropy(head.linear(feats), train["label"]).backward()
-        opt.step()
-    model = Counter(TaskModel(encoder, head).eval())
+    val = shapes(n, "val")
+    probe, classes = shapes_probe(encoder)
+    model = Counter(probe)
     x, y = val["image"], val["label"]
 
     def accuracy(images: Tensor) -> float:
