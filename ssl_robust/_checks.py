@@ -33,6 +33,7 @@ __all__ = [
     "check_logits",
     "check_no_unknown",
     "check_positive_float",
+    "check_tasks_present",
     "inner_module",
     "input_checks",
     "input_checks_enabled",
@@ -174,6 +175,28 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return repr(value)
+
+
+def check_tasks_present(needed: Iterable[str], info: Any, *, dataset: str) -> None:
+    """Refuse a dataset whose samples lack the targets of tasks that need them.
+
+    ``info`` is the dataset's :class:`~ssl_robust.data.DatasetInfo` (its ``tasks``).
+
+    Example:
+        >>> from ssl_robust.data import DatasetInfo
+        >>> info = DatasetInfo(name="toy", tasks=("classification",))
+        >>> check_tasks_present(["classification"], info, dataset="'toy'")
+        >>> try:
+        ...     check_tasks_present(["classification", "depth"], info, dataset="'toy'")
+        ... except ValueError as err:
+        ...     print(err)
+        dataset 'toy' has no ['depth'] targets; it supports ['classification']
+    """
+    missing = [t for t in needed if t not in info.tasks]
+    if missing:
+        raise SSLRobustValueError(
+            f"dataset {dataset} has no {missing} targets; it supports {list(info.tasks)}"
+        )
 
 
 def check_no_unknown(unknown: Mapping[str, Any], allowed: Iterable[str], *, where: str) -> None:

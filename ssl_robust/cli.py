@@ -163,12 +163,7 @@ def _teacher_heads(
             f"{list(tasks)}"
         )
     info = dataset_info(dataset)
-    missing = [t for t in tasks if t not in info.tasks]
-    if missing:
-        raise _checks.SSLRobustValueError(
-            f"multitask fine-tuning needs {missing} targets, which dataset {info.name!r} lacks "
-            f"(it has {list(info.tasks)})"
-        )
+    _checks.check_tasks_present(tasks, info, dataset=f"{info.name!r} (multitask fine-tuning)")
     heads = {}
     for task in tasks:
         spec = get_task(task)

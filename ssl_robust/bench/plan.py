@@ -175,12 +175,7 @@ def plan_benchmark(spec: BenchSpec, *, world_size: int = 1, device: str | None =
             info = dataset_info(data)
             n_eval = len(data)
         assert info is not None
-        missing = [t for t in ds.tasks if t not in info.tasks]
-        if missing:
-            raise _checks.SSLRobustValueError(
-                f"dataset {ds.name!r} ({ds.dataset}) has no {missing} targets; it supports "
-                f"{list(info.tasks)}"
-            )
+        _checks.check_tasks_present(ds.tasks, info, dataset=f"{ds.name!r} ({ds.dataset})")
         for entry in spec.encoders:
             base = entry
             while base.deacl is not None:

@@ -124,12 +124,7 @@ def run_benchmark(
                 full=ds.full_images,
             )  # fmt: skip
             info = dataset_info(data)
-            missing = [t for t in todo if t not in info.tasks]
-            if missing:
-                raise _checks.SSLRobustValueError(
-                    f"dataset {ds.name!r} ({ds.dataset}) has no {missing} targets; it "
-                    f"supports {list(info.tasks)}"
-                )
+            _checks.check_tasks_present(todo, info, dataset=f"{ds.name!r} ({ds.dataset})")
             clock = time.perf_counter()
             encoder = encoders(entry)
             phases["encoders_seconds"] += time.perf_counter() - clock
