@@ -271,7 +271,54 @@ class _ClsPatchEmbedAttack(EmbedAttack):
         return cls + embedding_distance(emb[:, 1:], target[:, 1:], d)
 
 
-class DeACL(Objective):
+class _EmbeddingObjective(Objective):
+    """The settings DeACL and FARE share: tokens, an L∞ embedding attack (eps, step_size,
+    steps) built by :meth:`bind`, a weight, and :meth:`config` from :attr:`_CONFIG`."""
+
+    anchor: ClassVar[bool] = True
+    #: The settings :meth:`config` stores, in order (``name`` first).
+    _CONFIG: ClassVar[tuple[str, ...]] = ("tokens", "eps", "step_size", "steps", "weight")
+
+    def _settings(
+        self,
+        tokens: str,
+        choices: tuple[str, ...],
+        *,
+        eps: float,
+        step_size: float,
+        steps: int,
+        weight: float,
+    ) -> None:
+        self._tokens = _checks.check_choice("tokens", tokens, choices)
+        self.eps = _checks.check_budget("eps", eps, norm="linf")
+        self.step_size = _checks.check_budget("step_size", step_size, norm="linf")
+        self.steps = _checks.check_int("steps", steps, minimum=0)
+        self.weight = _checks.check_positive_float("weight", weight)
+        self.embed_attack: EmbedAttack | None = None
+
+    @property
+    def tokens(self) -> str:
+        return self._tokens
+
+    def _bind(self, cls: type[EmbedAttack], student: nn.Module, generator: torch.Generator,
+              **options: Any) -> None:  # fmt: skip
+        self.embed_attack = cls(
+            student, eps=self.eps, step_size=self.step_size, steps=self.steps, select="last",
+            generator=generator, **options,
+        )  # fmt: skip
+
+    def _attack(self, images: Tensor, target: Any) -> Tensor:
+        if self.embed_attack is None:
+            raise _checks.SSLRobustRuntimeError(
+                f"{type(self).__name__}.attack before bind(): the trainer binds its objectives"
+            )
+        return self.embed_attack(images, target)
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, **{key: getattr(self, key) for key in self._CONFIG}}
+
+
+class DeACL(_EmbeddingObjective):
     r"""DeACL (Zhang et al. 2022; paper §3.3): cosine distillation plus cosine robustness.
 
     .. math::
@@ -298,7 +345,9 @@ class DeACL(Objective):
     """
 
     name: ClassVar[str] = "deacl"
-    anchor: ClassVar[bool] = True
+    _CONFIG: ClassVar[tuple[str, ...]] = (
+        "gamma", "tokens", "eps", "step_size", "steps", "distance", "attack_target", "weight",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -313,44 +362,28 @@ class DeACL(Objective):
         weight: float = 1.0,
     ) -> None:
         self.gamma = _checks.check_positive_float("gamma", gamma, allow_zero=True)
-        self._tokens = _checks.check_choice("tokens", tokens, ("cls", "cls+patch"))
-        self.eps = _checks.check_budget("eps", eps, norm="linf")
-        self.step_size = _checks.check_budget("step_size", step_size, norm="linf")
-        self.steps = _checks.check_int("steps", steps, minimum=0)
+        self._settings(
+            tokens, ("cls", "cls+patch"), eps=eps, step_size=step_size, steps=steps, weight=weight
+        )
         self.distance = _checks.check_choice("distance", distance, ("cosine", "l2"))
         self.attack_target = _checks.check_choice(
             "attack_target", attack_target, ("teacher", "student")
         )
-        self.weight = _checks.check_positive_float("weight", weight)
-        self.embed_attack: EmbedAttack | None = None
-
-    @property
-    def tokens(self) -> str:
-        return self._tokens
 
     def bind(self, student: nn.Module, generator: torch.Generator) -> None:
         cls = EmbedAttack if self._tokens == "cls" else _ClsPatchEmbedAttack
-        self.embed_attack = cls(
-            student,
-            tokens="cls" if self._tokens == "cls" else "patch",
-            distance=self.distance,  # type: ignore[arg-type]
-            eps=self.eps,
-            step_size=self.step_size,
-            steps=self.steps,
-            select="last",
-            generator=generator,
-        )
+        tokens = "cls" if self._tokens == "cls" else "patch"
+        self._bind(cls, student, generator, tokens=tokens, distance=self.distance)
 
     def perturbations(self) -> list[str]:
         return ["deacl"]
 
     def attack(self, index: int, inputs: StepInputs) -> Tensor:
-        assert self.embed_attack is not None, "bind() first"
         target: Any = None
         if self.attack_target == "teacher":
             teacher = inputs.teacher
             target = teacher if self._tokens == "cls+patch" else embedding_part(teacher, "cls")
-        return self.embed_attack(inputs.images, target)
+        return self._attack(inputs.images, target)
 
     def terms(
         self,
@@ -384,18 +417,6 @@ class DeACL(Objective):
             result.stats = stats
         return result
 
-    def config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "gamma": self.gamma,
-            "tokens": self._tokens,
-            "eps": self.eps,
-            "step_size": self.step_size,
-            "steps": self.steps,
-            "distance": self.distance,
-            "attack_target": self.attack_target,
-            "weight": self.weight,
-        }
 
 
 class _FAREAttack(EmbedAttack):
@@ -423,7 +444,7 @@ class _FAREAttack(EmbedAttack):
         return d[:, 0] + d[:, 1:].mean(1)
 
 
-class FARE(Objective):
+class FARE(_EmbeddingObjective):
     r"""FARE (Schlarmann et al., ICML 2024, "Robust CLIP"): unsupervised adversarial
     fine-tuning towards the frozen teacher's clean embedding.
 
@@ -451,7 +472,6 @@ class FARE(Objective):
     """
 
     name: ClassVar[str] = "fare"
-    anchor: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -462,35 +482,19 @@ class FARE(Objective):
         steps: int = 10,
         weight: float = 1.0,
     ) -> None:
-        self._tokens = _checks.check_choice("tokens", tokens, ("cls", "patch", "cls+patch"))
-        self.eps = _checks.check_budget("eps", eps, norm="linf")
-        self.step_size = _checks.check_budget("step_size", step_size, norm="linf")
-        self.steps = _checks.check_int("steps", steps, minimum=0)
-        self.weight = _checks.check_positive_float("weight", weight)
-        self.embed_attack: EmbedAttack | None = None
-
-    @property
-    def tokens(self) -> str:
-        return self._tokens
+        self._settings(
+            tokens, ("cls", "patch", "cls+patch"), eps=eps, step_size=step_size, steps=steps,
+            weight=weight,
+        )  # fmt: skip
 
     def bind(self, student: nn.Module, generator: torch.Generator) -> None:
-        self.embed_attack = _FAREAttack(
-            student,
-            fare_tokens=self._tokens,
-            distance="l2",
-            eps=self.eps,
-            step_size=self.step_size,
-            steps=self.steps,
-            select="last",
-            generator=generator,
-        )
+        self._bind(_FAREAttack, student, generator, fare_tokens=self._tokens, distance="l2")
 
     def perturbations(self) -> list[str]:
         return ["fare"]
 
     def attack(self, index: int, inputs: StepInputs) -> Tensor:
-        assert self.embed_attack is not None, "bind() first"
-        return self.embed_attack(inputs.images, inputs.teacher)
+        return self._attack(inputs.images, inputs.teacher)
 
     def terms(
         self,
@@ -514,12 +518,3 @@ class FARE(Objective):
             result.stats["fare_clean"] = cl.detach().mean()
         return result
 
-    def config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "tokens": self._tokens,
-            "eps": self.eps,
-            "step_size": self.step_size,
-            "steps": self.steps,
-            "weight": self.weight,
-        }
