@@ -46,7 +46,29 @@ def _check_loop_fields(cfg: Any) -> dict[str, float]:
 
 
 @dataclass(frozen=True)
-class RobustConfig:
+class _LoopFields:
+    """The loop's fields and the dict view both configs share (see :class:`RobustConfig`)."""
+
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    epochs: int = 100
+    warmup_epochs: int = 10
+    seed: int = 0
+    augment: bool = True
+    amp: Literal["bf16"] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (what checkpoints store and compare)."""
+        return dataclasses.asdict(self)
+
+    def differences(self, other: dict[str, Any]) -> list[str]:
+        """Fields where a stored config dict ``other`` differs from this one, as text."""
+        return _differences(self.to_dict(), other)
+
+
+@dataclass(frozen=True)
+class RobustConfig(_LoopFields):
     r"""The loop's hyperparameters of :class:`~ssl_robust.defenses.RobustTrainer` (the
     objectives carry their own attack settings).
 
@@ -70,30 +92,13 @@ class RobustConfig:
         0.05
     """
 
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    epochs: int = 100
-    warmup_epochs: int = 10
-    seed: int = 0
-    augment: bool = True
-    amp: Literal["bf16"] | None = None
-
     def __post_init__(self) -> None:
         for name, value in _check_loop_fields(self).items():
             object.__setattr__(self, name, value)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The fields as a plain dict (what checkpoints store and compare)."""
-        return dataclasses.asdict(self)
-
-    def differences(self, other: dict[str, Any]) -> list[str]:
-        """Fields where a stored config dict ``other`` differs from this one, as text."""
-        return _differences(self.to_dict(), other)
-
 
 @dataclass(frozen=True)
-class DeACLConfig:
+class DeACLConfig(_LoopFields):
     r"""Hyperparameters of DeACL fine-tuning (paper §3.3 and Appendix C.2; Zhang et al. 2022).
 
     The defaults are the paper's preset: SGD (momentum 0.9, lr 0.05, no weight decay), 100
@@ -137,14 +142,6 @@ class DeACLConfig:
     distance: Literal["cosine", "l2"] = "cosine"
     attack_target: Literal["teacher", "student"] = "teacher"
     tokens: Literal["cls", "cls+patch"] = "cls"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    epochs: int = 100
-    warmup_epochs: int = 10
-    seed: int = 0
-    augment: bool = True
-    amp: Literal["bf16"] | None = None
 
     def __post_init__(self) -> None:
         c = _checks
@@ -160,14 +157,6 @@ class DeACLConfig:
         c.check_choice("tokens", self.tokens, ("cls", "cls+patch"))
         for name, value in floats.items():  # store ints given for floats as floats
             object.__setattr__(self, name, value)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fields as a plain dict (what checkpoints store and compare)."""
-        return dataclasses.asdict(self)
-
-    def differences(self, other: dict[str, Any]) -> list[str]:
-        """Fields where a stored config dict ``other`` differs from this one, as text."""
-        return _differences(self.to_dict(), other)
 
     def loop_config(self) -> RobustConfig:
         """The loop's part of this config (optimizer, schedule, seed, augmentation, amp)."""

@@ -418,7 +418,6 @@ class DeACL(_EmbeddingObjective):
         return result
 
 
-
 class _FAREAttack(EmbedAttack):
     """Maximizes FARE's own distance to the teacher's clean embedding."""
 
@@ -517,4 +516,3 @@ class FARE(_EmbeddingObjective):
             result.clean[0] = cl
             result.stats["fare_clean"] = cl.detach().mean()
         return result
-
