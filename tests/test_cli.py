@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import re
-import sys
 import urllib.error
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 import torch
+from _helpers_docs import documented_config_keys, read_toml
 
 import ssl_robust.defenses
 from ssl_robust import cli
@@ -24,28 +23,9 @@ EXAMPLE = ROOT / "configs" / "deacl.toml"
 DOCS = ROOT / "docs" / "robust_finetuning.md"
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    return tomllib.loads(path.read_text())
-
-
 def _documented_keys() -> dict[str, set[str]]:
     """Keys of the tables in the docs' "The deacl config file" section, per TOML table."""
-    text = DOCS.read_text()
-    section = text.split("## The deacl config file", 1)[1].split("\n## ", 1)[0]
-    keys: dict[str, set[str]] = {}
-    table = ""
-    for line in section.splitlines():
-        head = re.match(r"^(Top level|`\[(\w+)\]`)", line)
-        if head:
-            table = head.group(2) or ""
-        row = re.match(r"^\| `(\w+)` \|", line)
-        if row:
-            keys.setdefault(table, set()).add(row.group(1))
-    return keys
+    return documented_config_keys(DOCS, "The deacl config file")
 
 
 class FakeTrainer:
@@ -69,7 +49,7 @@ def test_example_deacl_config_parses_through_the_cli(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(ssl_robust.defenses, "DeACLTrainer", FakeTrainer)
-    raw = _read_toml(EXAMPLE)
+    raw = read_toml(EXAMPLE)
     assert main(["deacl", "--config", str(EXAMPLE), "--out", str(tmp_path), "--no-progress"]) == 0
     seen = FakeTrainer.seen
     cfg = dict(raw["deacl"])
@@ -87,7 +67,7 @@ def test_every_documented_key_is_accepted_and_every_accepted_key_documented() ->
         "data": {f.name for f in dataclasses.fields(cli._DeACLData)},
         "deacl": {f.name for f in dataclasses.fields(DeACLConfig)},
     }
-    example = _read_toml(EXAMPLE)
+    example = read_toml(EXAMPLE)
     top = {k for k, v in example.items() if not isinstance(v, dict)}
     assert documented == {"": top, **fields}
     for table, keys in fields.items():  # the example uses documented keys only

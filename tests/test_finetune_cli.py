@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from _helpers_deacl import deacl_toml
+from _helpers_docs import documented_config_keys, read_toml
 
 import ssl_robust.defenses.recipes as recipes
 from ssl_robust import SSLRobustValueError, cli
@@ -29,27 +29,9 @@ EXAMPLE = ROOT / "configs" / "finetune.toml"
 DOCS = ROOT / "docs" / "robust_finetuning.md"
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    return tomllib.loads(path.read_text())
-
-
 def _documented_keys() -> dict[str, set[str]]:
     """Keys of the tables in the docs' "The finetune config file" section, per TOML table."""
-    section = DOCS.read_text().split("## The finetune config file", 1)[1].split("\n## ", 1)[0]
-    keys: dict[str, set[str]] = {}
-    table = ""
-    for line in section.splitlines():
-        head = re.match(r"^(Top level|`\[([\w.<>]+)\]`)", line)
-        if head:
-            table = head.group(2) or ""
-        row = re.match(r"^\| `(\w+)` \|", line)
-        if row:
-            keys.setdefault(table, set()).add(row.group(1))
-    return keys
+    return documented_config_keys(DOCS, "The finetune config file")
 
 
 def _params(cls: type) -> set[str]:
@@ -71,7 +53,7 @@ def test_every_documented_key_is_accepted_and_every_accepted_key_documented() ->
     }
     assert documented == accepted
     assert set(recipes._TASK_AT_KEYS) == accepted["finetune.task_at"]
-    example = _read_toml(EXAMPLE)
+    example = read_toml(EXAMPLE)
     assert {k for k, v in example.items() if not isinstance(v, dict)} == accepted[""]
     fin = example["finetune"]
     assert {k for k, v in fin.items() if not isinstance(v, dict)} <= accepted["finetune"]
@@ -109,7 +91,7 @@ def test_example_config_reaches_the_trainer(
     assert (
         main(["finetune", "--config", str(EXAMPLE), "--out", str(tmp_path), "--no-progress"]) == 0
     )
-    raw = _read_toml(EXAMPLE)
+    raw = read_toml(EXAMPLE)
     recipe: FinetuneSpec = seen["recipe"]
     assert (
         recipe.method == raw["finetune"]["method"] and recipe.combine == raw["finetune"]["combine"]
