@@ -110,9 +110,11 @@ class Registry(Generic[T]):
 
     Args:
         kind: what the entries are, for messages (``"task"``, ``"encoder"``, ...).
-        check: called on every entry before it is registered; raises for a wrong type (e.g.
-            an entry point that points at something that is not a spec) and may return a
-            normalized entry.
+        entry_type: the class every entry must be an instance of (e.g. ``TaskSpec``): any
+            other object (an entry point that points at something that is not a spec) is
+            refused by :meth:`check`, naming the type expected and got.
+        check: a further check called on every entry before it is registered; raises for a
+            bad entry and may return a normalized one.
         plural: the plural of ``kind`` in messages (default ``kind + "s"``).
         sort: :meth:`names` sorted by name (else in registration order).
         choices: the words before the list in "unknown name" errors.
@@ -128,6 +130,7 @@ class Registry(Generic[T]):
         self,
         kind: str,
         *,
+        entry_type: type[T] | None = None,
         check: Callable[[Any], T] | None = None,
         plural: str | None = None,
         sort: bool = False,
@@ -137,12 +140,33 @@ class Registry(Generic[T]):
         self.plural = plural or f"{kind}s"
         self.sort = sort
         self.choices = choices or f"valid {self.plural} are"
+        self.entry_type = entry_type
         self._check = check
         self._entries: dict[str, T] = {}
         self._origins: dict[str, str] = {}
         _ALL[kind] = self
 
     # ------------------------------------------------------------------ registration
+    def check(self, entry: object) -> T:
+        """``entry`` if it is an instance of :attr:`entry_type` and passes the further
+        check (returning what that check returns).
+
+        Raises:
+            SSLRobustTypeError: an entry of another type, naming both.
+        """
+        if self.entry_type is not None and not isinstance(entry, self.entry_type):
+            raise _checks.SSLRobustTypeError(
+                f"a {self.kind} must be a {self.entry_type.__name__} (or a registered "
+                f"{self.kind} name); got {type(entry).__name__} {entry!r}"
+            )
+        return self._check(entry) if self._check is not None else entry  # type: ignore[return-value]
+
+    def add(self, entry: Any, *, overwrite: bool = False) -> T:
+        """Register ``entry`` under its own ``name`` attribute (checked first); see
+        :meth:`register`."""
+        checked = self.check(entry)
+        return self.register(checked.name, checked, overwrite=overwrite)  # type: ignore[attr-defined]
+
     def register(
         self, name: str, entry: Any, *, overwrite: bool = False, origin: str | None = None
     ) -> T:
@@ -158,7 +182,7 @@ class Registry(Generic[T]):
             raise _checks.SSLRobustTypeError(
                 f"a {self.kind} name must be a non-empty string; got {name!r}"
             )
-        checked: T = self._check(entry) if self._check is not None else entry
+        checked: T = self.check(entry)
         who = origin or _caller_origin(2)
         old = self._entries.get(name)
         if old is not None and old is not checked and old is not entry and not overwrite:
@@ -202,9 +226,9 @@ class Registry(Generic[T]):
             if entry is not None:
                 return entry
             raise _checks.SSLRobustValueError(self.unknown_message(key))
-        if any(key is e for e in self._entries.values()) or self._check is None:
+        if any(key is e for e in self._entries.values()):
             return key
-        return self._check(key)
+        return self.check(key)
 
     def unknown_message(self, name: object) -> str:
         """The "unknown name" message: the valid names, a close match, failed plugins."""

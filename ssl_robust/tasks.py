@@ -551,16 +551,7 @@ def _depth_info(head: nn.Module) -> DatasetInfo:
 
 
 # ----------------------------------------------------------------------------- the registry
-def _check_spec(spec: object) -> TaskSpec:
-    if not isinstance(spec, TaskSpec):
-        raise _checks.SSLRobustTypeError(
-            f"a task must be a TaskSpec (or a registered task name); got "
-            f"{type(spec).__name__} {spec!r}"
-        )
-    return spec
-
-
-_REGISTRY: Registry[TaskSpec] = Registry("task", check=_check_spec)
+_REGISTRY: Registry[TaskSpec] = Registry("task", entry_type=TaskSpec)
 
 
 def register_task(spec: TaskSpec, *, overwrite: bool = False) -> TaskSpec:
@@ -587,8 +578,7 @@ def register_task(spec: TaskSpec, *, overwrite: bool = False) -> TaskSpec:
         ...     print(str(err).split(";")[0])
         task 'classification' is already registered by ssl_robust (built-in)
     """
-    spec = _check_spec(spec)
-    return _REGISTRY.register(spec.name, spec, overwrite=overwrite)
+    return _REGISTRY.add(spec, overwrite=overwrite)
 
 
 register_task(

@@ -121,24 +121,8 @@ class DefenseSpec:
             )
 
 
-def _check_suite(spec: object) -> SuiteSpec:
-    if not isinstance(spec, SuiteSpec):
-        raise _checks.SSLRobustTypeError(
-            f"an attack suite must be a SuiteSpec; got {type(spec).__name__} {spec!r}"
-        )
-    return spec
-
-
-def _check_defense(spec: object) -> DefenseSpec:
-    if not isinstance(spec, DefenseSpec):
-        raise _checks.SSLRobustTypeError(
-            f"a defense must be a DefenseSpec; got {type(spec).__name__} {spec!r}"
-        )
-    return spec
-
-
-_SUITES: Registry[SuiteSpec] = Registry("suite", check=_check_suite)
-_DEFENSES: Registry[DefenseSpec] = Registry("defense", check=_check_defense)
+_SUITES: Registry[SuiteSpec] = Registry("suite", entry_type=SuiteSpec)
+_DEFENSES: Registry[DefenseSpec] = Registry("defense", entry_type=DefenseSpec)
 
 
 def register_suite(spec: SuiteSpec, *, overwrite: bool = False) -> SuiteSpec:
@@ -149,8 +133,7 @@ def register_suite(spec: SuiteSpec, *, overwrite: bool = False) -> SuiteSpec:
         SSLRobustValueError: the name is taken (naming who registered it), unless
             ``overwrite=True``.
     """
-    spec = _check_suite(spec)
-    return _SUITES.register(spec.name, spec, overwrite=overwrite)
+    return _SUITES.add(spec, overwrite=overwrite)
 
 
 def register_defense(spec: DefenseSpec, *, overwrite: bool = False) -> DefenseSpec:
@@ -161,8 +144,7 @@ def register_defense(spec: DefenseSpec, *, overwrite: bool = False) -> DefenseSp
         SSLRobustValueError: the name is taken (naming who registered it), unless
             ``overwrite=True``.
     """
-    spec = _check_defense(spec)
-    return _DEFENSES.register(spec.name, spec, overwrite=overwrite)
+    return _DEFENSES.add(spec, overwrite=overwrite)
 
 
 def get_suite(name: str | SuiteSpec) -> SuiteSpec:

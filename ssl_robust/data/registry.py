@@ -62,16 +62,8 @@ class DatasetEntry:
         object.__setattr__(self, "options", tuple(self.options))
 
 
-def _check_entry(entry: object) -> DatasetEntry:
-    if not isinstance(entry, DatasetEntry):
-        raise _checks.SSLRobustTypeError(
-            f"a dataset entry must be a DatasetEntry; got {type(entry).__name__} {entry!r}"
-        )
-    return entry
-
-
 _REGISTRY: Registry[DatasetEntry] = Registry(
-    "dataset", check=_check_entry, sort=True, choices="choose one of"
+    "dataset", entry_type=DatasetEntry, sort=True, choices="choose one of"
 )
 
 
@@ -114,8 +106,7 @@ def register_dataset(
                 "**options) -> SampleDataset, or a DatasetEntry"
             )
         entry = DatasetEntry(entry, build, needs_root, tuple(options), description)
-    entry = _check_entry(entry)
-    return _REGISTRY.register(entry.name, entry, overwrite=overwrite)
+    return _REGISTRY.add(entry, overwrite=overwrite)
 
 
 def _plain(cls: _Builder) -> _Builder:

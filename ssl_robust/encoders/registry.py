@@ -89,16 +89,8 @@ _SIZES: dict[str, dict[str, Any]] = {
 _SIZE_NAMES = {"s": "small", "b": "base", "l": "large"}
 
 
-def _check_spec(spec: object) -> EncoderSpec:
-    if not isinstance(spec, EncoderSpec):
-        raise _checks.SSLRobustTypeError(
-            f"an encoder entry must be an EncoderSpec; got {type(spec).__name__} {spec!r}"
-        )
-    return spec
-
-
 _REGISTRY: Registry[EncoderSpec] = Registry(
-    "encoder", check=_check_spec, sort=True, choices="choose one of"
+    "encoder", entry_type=EncoderSpec, sort=True, choices="choose one of"
 )
 
 
@@ -141,8 +133,7 @@ def register_encoder(
                 "(*, checkpoint_path=None, pretrained=False, **kw) -> Encoder, or an EncoderSpec"
             )
         spec = EncoderSpec(spec, description=description, factory=factory)
-    spec = _check_spec(spec)
-    return _REGISTRY.register(spec.name, spec, overwrite=overwrite)
+    return _REGISTRY.add(spec, overwrite=overwrite)
 
 
 def encoder_origin(name: str) -> str:
