@@ -125,10 +125,13 @@ def test_task_at_loss_is_task_loss_on_adversarial_images_plus_anchor() -> None:
     assert torch.allclose(loss.detach(), expected, rtol=1e-4)
 
 
-def test_segmentation_and_depth_terms_follow_the_task_losses() -> None:
+@pytest.mark.parametrize("weight", [1.0, 2.0, {"depth": 3.0}])
+def test_segmentation_and_depth_terms_follow_the_task_losses(weight: Any) -> None:
     hs = heads()
     b = batch(3, seed=4)
-    tat = TaskAT(heads={"segmentation": hs["segmentation"], "depth": hs["depth"]}, steps=0, eps=0.0)
+    pair = {"segmentation": hs["segmentation"], "depth": hs["depth"]}
+    tat = TaskAT(heads=pair, steps=0, eps=0.0, weight=weight)
+    w = weight if isinstance(weight, dict) else {"segmentation": weight, "depth": weight}
     trainer = _trainer([FARE(eps=0.0, steps=0), tat])
     loss = trainer.loss(b)  # eps 0: the "adversarial" images are the clean ones
     s = trainer.student
@@ -142,8 +145,19 @@ def test_segmentation_and_depth_terms_follow_the_task_losses() -> None:
         depth = hs["depth"](view(b["image"]), (16, 16))[:, 0]
         d_loss = depth_loss(depth, b["depth"], (b["depth"] > 1e-3) & (b["depth"] <= 10.0))
     fare = ((out.cls - t) ** 2).sum(1)
-    expected = (fare.mean() + seg_loss.mean() + d_loss.mean()) / 3
+    expected = (fare.mean() + w.get("segmentation", 1.0) * seg_loss.mean()
+                + w["depth"] * d_loss.mean()) / 3  # fmt: skip
     assert torch.allclose(loss.detach(), expected, rtol=1e-4)
+
+
+def test_per_task_weights_are_checked() -> None:
+    pair = {"segmentation": heads()["segmentation"], "depth": heads()["depth"]}
+    assert TaskAT(heads=pair, weight={"depth": 3.0}).weights == {"segmentation": 1.0, "depth": 3.0}
+    assert TaskAT(heads=pair, weight=2.0).weights == {"segmentation": 2.0, "depth": 2.0}
+    with pytest.raises(SSLRobustValueError, match=r"weight names tasks without a head: \['cl"):
+        TaskAT(heads=pair, weight={"classification": 2.0})
+    with pytest.raises(SSLRobustValueError, match=r"weight\['depth'\] must be a finite float > 0"):
+        TaskAT(heads=pair, weight={"depth": 0.0})
 
 
 # ----------------------------------------------------------------------------- combine

@@ -52,7 +52,8 @@ class TaskAT(Objective):
         trades: weight β of the consistency term (0 = off).
         eps, step_size, steps: settings of the tasks' own attacks (L∞, [0, 1] scale).
         ignore_index: mask label ignored by the segmentation loss.
-        weight: factor on every loss.
+        weight: factor on the losses: a float for every task, or ``{task: factor}`` (tasks
+            left out get 1.0), e.g. ``{"depth": 3.0}`` to give one task more of the step.
 
     Raises:
         SSLRobustValueError: unknown task names, a head of another task, bad settings.
@@ -78,7 +79,7 @@ class TaskAT(Objective):
         step_size: float = 1 / 255,
         steps: int = 5,
         ignore_index: int = 255,
-        weight: float = 1.0,
+        weight: float | Mapping[str, float] = 1.0,
     ) -> None:
         from ..tasks import get_task  # tasks builds on adaptors and attacks
 
@@ -120,7 +121,7 @@ class TaskAT(Objective):
         self.step_size = _checks.check_budget("step_size", step_size, norm="linf")
         self.steps = _checks.check_int("steps", steps, minimum=0)
         self.ignore_index = _checks.check_ignore_index(ignore_index)
-        self.weight = _checks.check_positive_float("weight", weight)
+        self.weight = _task_weights(weight, list(self.heads))
         self.task_attacks: dict[str, Attack] = {}
         self._views: dict[str, bool] = {}
         #: The dataset facts each head carries (classes, ignore index, depth range).
@@ -132,6 +133,13 @@ class TaskAT(Objective):
             head.eval()
             if not train_heads:
                 head.requires_grad_(False)
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The factor on each task's loss (``weight`` resolved per head)."""
+        if isinstance(self.weight, dict):
+            return {t: self.weight.get(t, 1.0) for t in self.heads}
+        return dict.fromkeys(self.heads, self.weight)
 
     @property
     def tokens(self) -> str:
@@ -243,11 +251,12 @@ class TaskAT(Objective):
             if self.trades > 0:
                 assert clean_out is not None
                 adv = adv + self.trades * _consistency(clean_out, adv_out)
-            result.adversarial[index] = self.weight * adv
+            factor = self.weights[task]
+            result.adversarial[index] = factor * adv
             result.stats[f"{task}_adv"] = adv.detach().mean()
             if with_clean:
                 assert clean_out is not None
-                result.clean[index] = self.weight * self._per_sample(task, clean_out, target)
+                result.clean[index] = factor * self._per_sample(task, clean_out, target)
         if adversarial and len(adversarial) == len(tasks):
             result.total = torch.stack([v.mean() for v in result.adversarial.values()]).mean()
         return result
@@ -266,6 +275,18 @@ class TaskAT(Objective):
             "ignore_index": self.ignore_index,
             "weight": self.weight,
         }
+
+
+def _task_weights(weight: object, tasks: list[str]) -> float | dict[str, float]:
+    """Check ``weight``: a float (every task), or ``{task: factor}`` over trained tasks."""
+    if not isinstance(weight, Mapping):
+        return _checks.check_positive_float("weight", weight)
+    unknown = sorted(set(weight) - set(tasks))
+    if unknown:
+        raise _checks.SSLRobustValueError(
+            f"weight names tasks without a head: {unknown}; heads: {sorted(tasks)}"
+        )
+    return {str(t): _checks.check_positive_float(f"weight[{t!r}]", w) for t, w in weight.items()}
 
 
 def _with_ignore_index(info: Any, ignore_index: int) -> Any:
