@@ -325,3 +325,23 @@ def test_bench_fine_tunes_a_multitask_entry_against_the_base_heads(tmp_path: Pat
     tuned = torch.load(tmp_path / "encoders" / "tiny_mt.pt", weights_only=True)
     base = create_encoder("vit_test").state_dict()
     assert any(not torch.equal(tuned[k], base[k]) for k in base)
+
+
+def test_the_default_benchmark_row_uses_the_recipe_of_the_example_config() -> None:
+    """DEFAULT_MULTITASK (the embedded default's multi-task row) says it is the recipe of
+    configs/finetune.toml: the shipped weights are made by that file, so the two must agree."""
+    from ssl_robust.bench.spec import DEFAULT_MULTITASK, parse_budget
+
+    example = read_toml(EXAMPLE)
+    data, fin = example["data"], example["finetune"]
+    assert DEFAULT_MULTITASK["train_size"] == data["subset"]
+    assert DEFAULT_MULTITASK["batch_size"] == data["batch_size"]
+    config = DEFAULT_MULTITASK["config"]
+    for key in ("epochs", "warmup_epochs", "lr", "augment"):
+        assert config[key] == fin[key], key
+    for table in ("fare", "task_at"):
+        for key, value in config[table].items():
+            written = fin[table][key]
+            if key in ("eps", "step_size"):
+                written = parse_budget(key, written)
+            assert value == pytest.approx(written), (table, key)
