@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -17,6 +18,18 @@ def tiny_vit(seed: int = 0, **kw: object) -> VisionTransformer:
     opts: dict[str, object] = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2)
     opts.update(kw)
     return VisionTransformer(**opts)  # type: ignore[arg-type]
+
+
+def shapes_entry(
+    tasks: tuple[str, ...] = ("classification", "segmentation", "depth"), *, size: int = 16
+) -> Any:
+    """A benchmark dataset entry (``DatasetSpec``) of ``size`` 16-px ``shapes`` scenes named
+    "shapes"."""
+    from ssl_robust.bench.spec import DatasetSpec  # lazily: conftest loads for every test
+
+    return DatasetSpec(
+        name="shapes", dataset="shapes", tasks=tasks, image_size=16, options={"size": size}
+    )
 
 
 def linear_classifier(classes: int = 6, *, seed: int = 0) -> torch.nn.Sequential:

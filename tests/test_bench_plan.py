@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from conftest import shapes_entry
 
 from ssl_robust.bench.plan import plan_benchmark
-from ssl_robust.bench.spec import BenchSpec, DatasetSpec, EncoderSpecEntry, EvalSpec
+from ssl_robust.bench.spec import BenchSpec, EncoderSpecEntry, EvalSpec
 from ssl_robust.cli import main
 from ssl_robust.data import create_dataset
 
@@ -15,15 +16,7 @@ from ssl_robust.data import create_dataset
 def _spec(**eval_kw: object) -> BenchSpec:
     return BenchSpec(
         encoders=(EncoderSpecEntry(name="tiny", registry="vit_test"),),
-        datasets=(
-            DatasetSpec(
-                name="shapes",
-                dataset="shapes",
-                tasks=("classification", "depth"),
-                image_size=16,
-                options={"size": 16},
-            ),
-        ),
+        datasets=(shapes_entry(("classification", "depth")),),
         eval=EvalSpec(**{"subset": 8, "batch_size": 4, **eval_kw}),  # type: ignore[arg-type]
     )
 

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from conftest import shapes_entry
 
 from ssl_robust.bench import load_results, run_benchmark
 from ssl_robust.bench.spec import (
@@ -38,15 +39,7 @@ def tiny_spec(*, steps: int = 2, deacl: bool = True, curve: bool = True) -> Benc
         )
     return BenchSpec(
         encoders=tuple(encoders),
-        datasets=(
-            DatasetSpec(
-                name="shapes",
-                dataset="shapes",
-                tasks=("classification", "segmentation", "depth"),
-                image_size=16,
-                options={"size": 32},
-            ),
-        ),
+        datasets=(shapes_entry(size=32),),
         attack=AttackSpec(steps=steps, curve_eps=(2 / 255,) if curve else (), curve_subset=4),
         heads={
             t: HeadSpec(epochs=1, train_size=16, batch_size=8)

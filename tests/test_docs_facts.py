@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import shapes_entry
 
 from ssl_robust.bench import default_spec, run_benchmark
 from ssl_robust.bench.spec import (
     AttackSpec,
     BenchSpec,
-    DatasetSpec,
     EncoderSpecEntry,
     EvalSpec,
     HeadSpec,
@@ -83,15 +83,7 @@ def _literal(text: str) -> Any:
 def _tiny_strong_spec() -> BenchSpec:
     return BenchSpec(
         encoders=(EncoderSpecEntry(name="tiny", registry="vit_test"),),
-        datasets=(
-            DatasetSpec(
-                name="shapes",
-                dataset="shapes",
-                tasks=("classification", "segmentation", "depth"),
-                image_size=16,
-                options={"size": 16},
-            ),
-        ),
+        datasets=(shapes_entry(),),
         attack=AttackSpec(
             steps=1,
             curve_eps=(2 / 255,),
